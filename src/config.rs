@@ -1,0 +1,506 @@
+//! Configuration: built-in defaults → file → environment → command line, then validation.
+//!
+//! The defaults are `config/cachet.toml` itself (compiled in), so the documented file and the
+//! behaviour cannot drift apart. Layers are merged as TOML trees; `[[upstreams]]` merge by
+//! `name`. The merged tree is then read section by section so that every problem is reported
+//! at once, each with its dotted path, instead of stopping at the first.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// The documented defaults, compiled in.
+pub const DEFAULTS: &str = include_str!("../config/cachet.toml");
+const DEFAULT_PATH: &str = "config/cachet.toml";
+/// Paths the proxy serves itself; a mount may not shadow them.
+const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/dashboard", "/api"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub shutdown: Shutdown,
+    pub usage: UsageConfig,
+    pub log: LogConfig,
+    pub admin: Admin,
+    pub pricing: PricingConfig,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(with = "duration")]
+    pub connect: Duration,
+    #[serde(with = "duration")]
+    pub first_byte: Duration,
+    #[serde(with = "duration")]
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shutdown {
+    #[serde(with = "duration")]
+    pub drain_delay: Duration,
+    #[serde(with = "duration")]
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    pub inject_include_usage: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Option<SocketAddr>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Empty: the built-in table.
+    pub file: String,
+}
+
+/// The provider an upstream speaks; decides the dialect of its modelled routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    Deepseek,
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Deepseek => "deepseek",
+            Self::OpenaiCompatible => "openai-compatible",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Value::String(name.to_owned()).try_into().ok()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub provider: ProviderKind,
+    /// Host root (or simulator mount) without a trailing slash.
+    pub base_url: Url,
+    /// Path prefix on the proxy, starting with '/', without a trailing slash.
+    pub mount: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    provider: Option<ProviderKind>,
+    base_url: String,
+    mount: Option<String>,
+}
+
+/// Every problem found, each as "dotted.path: message".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Loads the process's configuration: `file` (or CACHET_CONFIG, or the default path when it
+    /// exists), the process environment, then `listen`.
+    pub fn load(file: Option<&Path>, listen: Option<SocketAddr>) -> Result<Self, ConfigErrors> {
+        let default_path = PathBuf::from(DEFAULT_PATH);
+        let file = file.or_else(|| default_path.exists().then_some(default_path.as_path()));
+        let text =
+            match file {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    ConfigErrors(vec![format!("config file {}: {e}", path.display())])
+                })?),
+                None => None,
+            };
+        let mut config = Self::load_from(text.as_deref(), std::env::vars())?;
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        Ok(config)
+    }
+
+    /// Pure loader for tests: an optional TOML text and an explicit environment.
+    pub fn load_from(
+        file: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut tree = parse_toml(DEFAULTS, "defaults")?;
+        if let Some(text) = file {
+            merge(&mut tree, parse_toml(text, "config file")?);
+        }
+        let mut errors = Vec::new();
+        apply_env(&mut tree, env, &mut errors);
+        let config = from_tree(tree, &mut errors);
+        match config {
+            Some(config) if errors.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+fn parse_toml(text: &str, what: &str) -> Result<Table, ConfigErrors> {
+    text.parse::<Table>()
+        .map_err(|e| ConfigErrors(vec![format!("{what}: {}", e.to_string().trim())]))
+}
+
+/// Deep-merges `top` into `base`; `upstreams` arrays merge element-wise by `name`.
+fn merge(base: &mut Table, top: Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(t)) => merge(b, t),
+            (Some(Value::Array(b)), Value::Array(t)) if key == "upstreams" => {
+                for item in t {
+                    merge_upstream(b, item);
+                }
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn merge_upstream(list: &mut Vec<Value>, item: Value) {
+    let name = item.get("name").and_then(Value::as_str).map(str::to_owned);
+    let existing = name.as_deref().and_then(|name| {
+        list.iter_mut()
+            .find(|u| u.get("name").and_then(Value::as_str) == Some(name))
+    });
+    match (existing, item) {
+        (Some(Value::Table(base)), Value::Table(top)) => merge(base, top),
+        (_, item) => list.push(item),
+    }
+}
+
+/// Applies `CACHET_SECTION__KEY=value` overrides. A value replaces a string as a string; where
+/// the current value is a number or boolean it is parsed as TOML, so `CACHET_X=123` cannot turn
+/// a token into an integer.
+fn apply_env(
+    tree: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    errors: &mut Vec<String>,
+) {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("CACHET_") && k != "CACHET_CONFIG")
+        .collect();
+    vars.sort();
+    for (key, raw) in vars {
+        let path: Vec<String> = key["CACHET_".len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            errors.push(format!("{key}: malformed variable name"));
+            continue;
+        }
+        let slot = if path[0] == "upstreams" && path.len() == 3 {
+            upstream_slot(tree, &path[1], &path[2])
+        } else if path[0] == "upstreams" {
+            errors.push(format!("{key}: expected CACHET_UPSTREAMS__<NAME>__<KEY>"));
+            continue;
+        } else {
+            table_slot(tree, &path)
+        };
+        match slot {
+            Some((table, leaf)) => {
+                let value = typed_env_value(table.get(&leaf), &raw);
+                table.insert(leaf, value);
+            }
+            None => errors.push(format!("{key}: {} is not a section", path[0])),
+        }
+    }
+}
+
+fn table_slot<'a>(tree: &'a mut Table, path: &[String]) -> Option<(&'a mut Table, String)> {
+    let (leaf, sections) = path.split_last()?;
+    let mut table = tree;
+    for section in sections {
+        table = table
+            .entry(section.clone())
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()?;
+    }
+    Some((table, leaf.clone()))
+}
+
+fn upstream_slot<'a>(
+    tree: &'a mut Table,
+    name: &str,
+    key: &str,
+) -> Option<(&'a mut Table, String)> {
+    // Env names cannot hold '-', so `MY_LLM` also matches an upstream named `my-llm`.
+    let same = |u: &Value| {
+        u.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.replace('-', "_").eq_ignore_ascii_case(name))
+    };
+    let list = tree
+        .entry("upstreams")
+        .or_insert_with(|| Value::Array(Vec::new()))
+        .as_array_mut()?;
+    let index = match list.iter().position(same) {
+        Some(index) => index,
+        None => {
+            let mut fresh = Table::new();
+            fresh.insert("name".into(), Value::String(name.to_owned()));
+            list.push(Value::Table(fresh));
+            list.len() - 1
+        }
+    };
+    Some((list.get_mut(index)?.as_table_mut()?, key.to_owned()))
+}
+
+fn typed_env_value(current: Option<&Value>, raw: &str) -> Value {
+    let typed = matches!(
+        current,
+        Some(Value::Integer(_) | Value::Float(_) | Value::Boolean(_))
+    );
+    if typed && let Ok(mut t) = format!("v = {raw}").parse::<Table>() {
+        if let Some(v) = t.remove("v") {
+            return v;
+        }
+    }
+    Value::String(raw.to_owned())
+}
+
+/// Reads each section on its own so that all type errors surface together.
+fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
+    let listen = section::<SocketAddr>(&mut tree, "listen", errors);
+    let limits = section::<Limits>(&mut tree, "limits", errors);
+    let timeouts = section::<Timeouts>(&mut tree, "timeouts", errors);
+    let shutdown = section::<Shutdown>(&mut tree, "shutdown", errors);
+    let usage = section::<UsageConfig>(&mut tree, "usage", errors);
+    let log = section::<LogConfig>(&mut tree, "log", errors);
+    let admin = section::<Admin>(&mut tree, "admin", errors);
+    let pricing = section::<PricingConfig>(&mut tree, "pricing", errors);
+    let upstreams = upstreams(tree.remove("upstreams"), errors);
+    for key in tree.keys() {
+        errors.push(format!("{key}: unknown key"));
+    }
+    let config = Config {
+        listen: listen?,
+        limits: limits?,
+        timeouts: timeouts?,
+        shutdown: shutdown?,
+        usage: usage?,
+        log: log?,
+        admin: admin?,
+        pricing: pricing?,
+        upstreams,
+    };
+    validate(&config, errors);
+    Some(config)
+}
+
+fn section<T: DeserializeOwned>(
+    tree: &mut Table,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let value = tree
+        .remove(key)
+        .unwrap_or_else(|| Value::Table(Table::new()));
+    decode(value, key, errors)
+}
+
+fn decode<T: DeserializeOwned>(value: Value, at: &str, errors: &mut Vec<String>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = if inner == "." || inner.is_empty() {
+                at.to_owned()
+            } else {
+                format!("{at}.{inner}")
+            };
+            errors.push(format!("{path}: {}", e.inner().to_string().trim()));
+            None
+        }
+    }
+}
+
+fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
+    let Some(Value::Array(items)) = value else {
+        errors.push("upstreams: expected an array of tables".into());
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = match item.get("name").and_then(Value::as_str) {
+            Some(name) => format!("upstreams.{name}"),
+            None => format!("upstreams[{i}]"),
+        };
+        let Some(raw) = decode::<RawUpstream>(item, &at, errors) else {
+            continue;
+        };
+        let Some(provider) = raw.provider.or_else(|| ProviderKind::from_name(&raw.name)) else {
+            errors.push(format!(
+                "{at}.provider: missing (anthropic, openai, gemini, deepseek, openai-compatible)"
+            ));
+            continue;
+        };
+        let base_url = match parse_base_url(&raw.base_url) {
+            Ok(url) => url,
+            Err(msg) => {
+                errors.push(format!("{at}.base_url: {msg}"));
+                continue;
+            }
+        };
+        let mount = raw.mount.unwrap_or_else(|| format!("/{}", raw.name));
+        out.push(Upstream {
+            name: raw.name,
+            provider,
+            base_url,
+            mount,
+        });
+    }
+    out
+}
+
+fn parse_base_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim_end_matches('/')).map_err(|e| format!("{raw:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{raw:?}: scheme must be http or https"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{raw:?}: must not carry a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn validate(config: &Config, errors: &mut Vec<String>) {
+    if config.limits.max_body_bytes == 0 {
+        errors.push("limits.max_body_bytes: must be at least 1".into());
+    }
+    // A zero timeout would fail every request; it is never what was meant.
+    for (key, value) in [
+        ("timeouts.connect", config.timeouts.connect),
+        ("timeouts.first_byte", config.timeouts.first_byte),
+        ("timeouts.idle", config.timeouts.idle),
+    ] {
+        if value.is_zero() {
+            errors.push(format!("{key}: must be greater than 0s"));
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        errors.push(format!("log.level: {e}"));
+    }
+    if config.admin.listen == Some(config.listen) {
+        errors.push("admin.listen: equals listen; leave it unset to share the listener".into());
+    }
+    let mut names = BTreeSet::new();
+    let mut mounts = BTreeSet::new();
+    for u in &config.upstreams {
+        let at = format!("upstreams.{}", u.name);
+        let valid_name = !u.name.is_empty()
+            && u.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid_name {
+            errors.push(format!(
+                "{at}.name: use lowercase letters, digits, '-' and '_'"
+            ));
+        }
+        if !names.insert(u.name.as_str()) {
+            errors.push(format!("{at}.name: defined twice"));
+        }
+        // Mounts are matched segment by segment; a trailing slash would never match.
+        if !u.mount.starts_with('/') || u.mount.len() < 2 || u.mount.ends_with('/') {
+            errors.push(format!(
+                "{at}.mount: must look like \"/name\" (no trailing slash)"
+            ));
+        }
+        if RESERVED_PATHS
+            .iter()
+            .any(|r| u.mount == *r || u.mount.starts_with(&format!("{r}/")))
+        {
+            errors.push(format!(
+                "{at}.mount: {} is served by cachet itself",
+                u.mount
+            ));
+        }
+        if !mounts.insert(u.mount.as_str()) {
+            errors.push(format!(
+                "{at}.mount: {} is used by another upstream",
+                u.mount
+            ));
+        }
+    }
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_load_and_name_the_three_default_upstreams() {
+    let c = Config::load_from(None, env(&[])).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.limits.max_body_bytes, 32 * 1024 * 1024);
+    assert_eq!(c.shutdown.grace, Duration::from_secs(30));
+    assert!(c.usage.inject_include_usage);
+    let names: Vec<_> = c
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), u.mount.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("openai", "/openai"),
+            ("anthropic", "/anthropic"),
+            ("gemini", "/gemini")
+        ]
+    );
+    assert_eq!(
+        c.upstream("gemini").unwrap().base_url.as_str(),
+        "https://generativelanguage.googleapis.com/"
+    );
+    assert_eq!(c.upstream("openai").unwrap().provider, ProviderKind::Openai);
+}
+
+#[test]
+fn file_upstreams_merge_by_name_and_add_new_ones() {
+    let file = r#"
+listen = "0.0.0.0:9000"
+[[upstreams]]
+name = "openai"
+base_url = "http://127.0.0.1:1/openai"
+[[upstreams]]
+name = "deepseek"
+provider = "deepseek"
+base_url = "https://api.deepseek.com"
+[[upstreams]]
+name = "pool"
+provider = "openai-compatible"
+base_url = "http://127.0.0.1:2/vllm/0/"
+mount = "/vllm"
+"#;
+    let c = Config::load_from(Some(file), env(&[])).unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(c.upstreams.len(), 5);
+    let openai = c.upstream("openai").unwrap();
+    assert_eq!(openai.base_url.as_str(), "http://127.0.0.1:1/openai");
+    assert_eq!(
+        openai.provider,
+        ProviderKind::Openai,
+        "provider kept from the defaults"
+    );
+    assert_eq!(openai.mount, "/openai");
+    assert_eq!(c.upstream("deepseek").unwrap().mount, "/deepseek");
+    let pool = c.upstream("pool").unwrap();
+    assert_eq!(pool.provider, ProviderKind::OpenaiCompatible);
+    assert_eq!(
+        pool.base_url.as_str(),
+        "http://127.0.0.1:2/vllm/0",
+        "trailing slash dropped"
+    );
+    assert_eq!(pool.mount, "/vllm");
+}
+
+#[test]
+fn environment_overrides_sections_and_upstreams_by_name() {
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("CACHET_LISTEN", "127.0.0.1:7000"),
+            ("CACHET_LIMITS__MAX_BODY_BYTES", "1024"),
+            ("CACHET_USAGE__INJECT_INCLUDE_USAGE", "false"),
+            ("CACHET_ADMIN__TOKEN", "12345"),
+            (
+                "CACHET_UPSTREAMS__ANTHROPIC__BASE_URL",
+                "http://127.0.0.1:5/anthropic",
+            ),
+            (
+                "CACHET_UPSTREAMS__DEEPSEEK__BASE_URL",
+                "http://127.0.0.1:5/deepseek",
+            ),
+            ("CACHET_CONFIG", "ignored.toml"),
+            ("HOME", "/root"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+    assert_eq!(c.limits.max_body_bytes, 1024);
+    assert!(!c.usage.inject_include_usage);
+    assert_eq!(
+        c.admin.token.as_deref(),
+        Some("12345"),
+        "a token stays a string"
+    );
+    assert_eq!(
+        c.upstream("anthropic").unwrap().base_url.as_str(),
+        "http://127.0.0.1:5/anthropic"
+    );
+    let ds = c.upstream("deepseek").unwrap();
+    assert_eq!(
+        ds.provider,
+        ProviderKind::Deepseek,
+        "provider inferred from the name"
+    );
+    assert_eq!(ds.mount, "/deepseek");
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_dotted_path() {
+    let file = r#"
+listen = "nowhere"
+bogus = 1
+[limits]
+max_body_bytes = 0
+[timeouts]
+connect = "soon"
+first_byte = "0s"
+[[upstreams]]
+name = "openai"
+base_url = "ftp://example.com"
+[[upstreams]]
+name = "Local"
+provider = "openai-compatible"
+base_url = "http://127.0.0.1:1"
+mount = "/metrics"
+[[upstreams]]
+name = "other"
+provider = "martian"
+base_url = "http://127.0.0.1:1"
+[[upstreams]]
+name = "nameless-provider"
+base_url = "http://127.0.0.1:1"
+"#;
+    let err = Config::load_from(Some(file), env(&[("CACHET_NOSECTION__X__Y", "1")])).unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "listen:",
+        "bogus: unknown key",
+        "timeouts.connect:",
+        "upstreams.openai.base_url:",
+        "upstreams.other.provider:",
+        "upstreams.nameless-provider.provider: missing",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    // Semantic checks run once the types parse; check them with a type-correct file.
+    let file = r#"
+[limits]
+max_body_bytes = 0
+[timeouts]
+first_byte = "0s"
+[[upstreams]]
+name = "Local"
+provider = "openai-compatible"
+base_url = "http://127.0.0.1:1"
+mount = "/metrics"
+[[upstreams]]
+name = "dup"
+provider = "openai"
+base_url = "http://127.0.0.1:1"
+mount = "/openai"
+"#;
+    let err = Config::load_from(Some(file), env(&[])).unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "limits.max_body_bytes: must be at least 1",
+        "timeouts.first_byte: must be greater than 0s",
+        "upstreams.Local.name:",
+        "upstreams.Local.mount: /metrics is served by cachet itself",
+        "upstreams.dup.mount: /openai is used by another upstream",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(err.0.len(), 5, "{text}");
+}
+
+#[test]
+fn the_shipped_file_equals_the_built_in_defaults() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/cachet.toml"))
+            .unwrap();
+    assert_eq!(shipped, DEFAULTS);
+    let a = Config::load_from(Some(&shipped), env(&[])).unwrap();
+    assert_eq!(
+        a.upstreams.len(),
+        3,
+        "loading the defaults over themselves changes nothing"
+    );
+}

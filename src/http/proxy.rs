@@ -1,0 +1,180 @@
+//! The proxy handler: every path under a mount.
+//!
+//! ```text
+//! resolve mount → classify route → (modelled JSON route: read body within the limit, parse,
+//! request stream usage) → send upstream → stream the response back through the usage tap
+//! ```
+//!
+//! Unmodelled paths stream their body through unread and unlimited (file uploads), with the
+//! client's bytes, query and escapes as sent.
+
+use std::time::Instant;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::{REWRITES_HEADER, RequestId};
+use crate::config::Upstream;
+use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
+use crate::envelope::Envelope;
+use crate::error::ProxyError;
+use crate::state::AppState;
+use crate::telemetry::Exchange;
+use crate::upstream::body::{Framing, ObservedBody, Tap};
+use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
+use crate::upstream::{Outgoing, OutgoingBody};
+
+pub async fn handle(
+    State(app): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    let mut ex = Exchange::new(id.0, Instant::now());
+    let path = req.uri().path().to_owned();
+    let Some((upstream, rest)) = app.resolve(&path) else {
+        return reject(
+            &app,
+            &mut ex,
+            Dialect::guess(&path),
+            ProxyError::UnknownMount(path.clone()),
+        );
+    };
+    let upstream = upstream.clone();
+    let endpoint = dialect::classify(upstream.provider, req.method(), rest);
+    let rest = rest.to_owned();
+    ex.upstream = Some(upstream.name.clone());
+    ex.endpoint = endpoint.as_ref().map(Endpoint::name);
+    match forward(&app, &mut ex, &upstream, endpoint, &rest, req).await {
+        Ok(response) => response,
+        Err(err) => reject(&app, &mut ex, Dialect::of(upstream.provider), err),
+    }
+}
+
+async fn forward(
+    app: &AppState,
+    ex: &mut Exchange,
+    upstream: &Upstream,
+    endpoint: Option<Endpoint>,
+    rest: &str,
+    req: Request,
+) -> Result<Response, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    let json_route = endpoint.as_ref().filter(|e| e.has_json_body(&parts.method));
+    let mut headers = request_headers(&parts.headers, json_route.is_none());
+    let mut strip_usage_chunk = false;
+    let (body, info) = match json_route {
+        Some(route) => {
+            let limit = app.config().limits.max_body_bytes;
+            let mut env = Envelope::parse(read_limited(body, &parts.headers, limit).await?)
+                .map_err(|e| ProxyError::BadJson(e.to_string()))?;
+            let info = dialect::request_info(route, Some(&env));
+            if *route == Endpoint::Chat && info.stream && app.config().usage.inject_include_usage {
+                strip_usage_chunk = openai::request_stream_usage(&mut env);
+            }
+            let bytes = env
+                .into_bytes()
+                .map_err(|e| ProxyError::Internal(e.to_string()))?;
+            (OutgoingBody::Bytes(bytes), info)
+        }
+        None => {
+            let info = endpoint
+                .as_ref()
+                .map(|e| dialect::request_info(e, None))
+                .unwrap_or_default();
+            (
+                OutgoingBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream())),
+                info,
+            )
+        }
+    };
+    if endpoint.is_some() {
+        ask_identity_encoding(&mut headers);
+    }
+    if strip_usage_chunk {
+        ex.rewrites.push("include_usage");
+    }
+    let RequestInfo { model, stream } = info;
+    ex.model = model;
+    ex.stream = stream;
+
+    let sent = Instant::now();
+    ex.pre_send = sent.duration_since(ex.received);
+    ex.sent = Some(sent);
+    let outgoing = Outgoing {
+        method: parts.method,
+        path_and_query,
+        headers,
+        body,
+    };
+    let response = app.upstream_client().send(upstream, outgoing).await?;
+    let head_at = Instant::now();
+
+    let status = response.status();
+    ex.status = status.as_u16();
+    let mut client_headers = response_headers(response.headers());
+    if strip_usage_chunk {
+        client_headers.remove(header::CONTENT_LENGTH);
+    }
+    if endpoint.is_some()
+        && !ex.rewrites.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&ex.rewrites.join(","))
+    {
+        client_headers.insert(REWRITES_HEADER, v);
+    }
+    let content_type = client_headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let framing = Framing::of(endpoint.as_ref(), status.is_success(), content_type);
+    let tap = Tap::new(upstream.provider, endpoint, framing, strip_usage_chunk);
+    ex.post_head = head_at.elapsed();
+    let (app, ex) = (app.clone(), ex.clone());
+    let body = ObservedBody::new(response, tap, move |observed| {
+        app.telemetry().record_observed(&ex, &observed);
+    });
+    let mut out = Response::new(Body::new(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = client_headers;
+    Ok(out)
+}
+
+/// Reads a JSON body within `limit` bytes: 413 as soon as the limit is known to be exceeded.
+async fn read_limited(
+    body: Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(err) => Err(ProxyError::BodyRead(err.to_string())),
+    }
+}
+
+/// Answers with cachet's own error, in `dialect`, and records the request.
+fn reject(app: &AppState, ex: &mut Exchange, dialect: Dialect, err: ProxyError) -> Response {
+    ex.status = err.status().as_u16();
+    let label = err.label();
+    if err.status().is_server_error() {
+        tracing::warn!(request_id = %ex.request_id, error = %err, "proxy error");
+    }
+    app.telemetry().record_rejected(ex, label);
+    err.into_response_in(dialect)
+}

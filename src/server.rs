@@ -1,0 +1,121 @@
+//! Process lifecycle: bind, serve, drain on SIGTERM/SIGINT.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{http, sim, telemetry};
+
+/// `cachet serve`.
+pub async fn run_serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref(), listen)?;
+    telemetry::init_tracing(&config.log);
+    let state = AppState::new(config).map_err(anyhow::Error::msg)?;
+    let listener = bind(state.config().listen).await?;
+    let admin = match state.config().admin.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    tracing::info!(listen = %state.config().listen, admin = ?state.config().admin.listen, upstreams = state.config().upstreams.len(), "cachet serving");
+    serve(state, listener, admin, shutdown_signal()).await?;
+    tracing::info!("cachet stopped");
+    Ok(())
+}
+
+/// `cachet sim`.
+pub async fn run_sim(listen: SocketAddr, replicas: usize) -> anyhow::Result<()> {
+    telemetry::init_tracing(&crate::config::LogConfig {
+        format: crate::config::LogFormat::Text,
+        level: "info".into(),
+    });
+    let listener = bind(listen).await?;
+    tracing::info!(%listen, replicas, "cachet sim serving");
+    axum::serve(listener, sim::router(replicas))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Serves until `shutdown` resolves, then drains: `/readyz` turns 503 at once, the listeners
+/// close after `shutdown.drain_delay`, and in-flight requests and streams get `shutdown.grace`
+/// to finish before the process gives up on them.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let main = axum::serve(listener, http::app(state.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server = async {
+        match admin {
+            Some(l) => {
+                axum::serve(l, http::admin_app(state.clone()))
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let servers = async { tokio::try_join!(main.into_future(), admin_server).map(|_| ()) };
+    tokio::pin!(servers);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        result = &mut servers => return result,
+        () = &mut shutdown => {}
+    }
+    let shutdown_cfg = state.config().shutdown.clone();
+    state.start_draining();
+    tracing::info!(drain_delay = ?shutdown_cfg.drain_delay, grace = ?shutdown_cfg.grace, "draining");
+    tokio::select! {
+        result = &mut servers => return result,
+        () = tokio::time::sleep(shutdown_cfg.drain_delay) => {}
+    }
+    let _ = stop_tx.send(true);
+    tokio::select! {
+        result = &mut servers => result,
+        () = tokio::time::sleep(shutdown_cfg.grace) => {
+            tracing::warn!("shutdown grace expired with requests still in flight; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

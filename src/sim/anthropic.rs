@@ -1,0 +1,347 @@
+//! The Anthropic Messages API: `POST /v1/messages` (JSON, or SSE with `"stream": true`),
+//! `POST /v1/messages/count_tokens` and `GET /v1/models`. Query strings such as Claude Code's
+//! `?beta=true` are accepted and ignored, as routing never looks at them.
+//!
+//! The stream follows the documented event order: `message_start` (cache figures and a
+//! placeholder `output_tokens: 1`), `content_block_start`, `ping`, one `content_block_delta` per
+//! word, `content_block_stop`, `message_delta` (stop reason and cumulative usage), `message_stop`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::Sim;
+use super::reply::{Reply, estimate_tokens, present};
+use super::wire::{
+    Dialect, SSE, SimError, ok_json, parse_object, require_str, sse_event, stream_response,
+    wants_stream,
+};
+
+const D: Dialect = Dialect::Anthropic;
+/// The prompt-bearing fields, in the order Anthropic renders them.
+const PROMPT: [&str; 3] = ["tools", "system", "messages"];
+
+pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(models))
+        .fallback(not_found)
+        .with_state(sim)
+}
+
+async fn not_found(method: Method, uri: Uri) -> SimError {
+    SimError::not_found(D, format!("Not found: {method} {}", uri.path()))
+}
+
+async fn messages(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Response, SimError> {
+    let req = parse_object(D, &body)?;
+    let model = require_str(D, &req, "model")?;
+    // Anthropic, unlike the others, has no default output budget.
+    let max_tokens = req
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| SimError::bad_request(D, "max_tokens: Field required"))?;
+    let input_tokens = estimate_tokens(&present(&req, &PROMPT));
+    let message = Message {
+        id: format!("msg_sim_{}", sim.next_id()),
+        model,
+        input_tokens,
+        reply: Reply::new(model, input_tokens, Some(max_tokens)),
+    };
+    if wants_stream(&req) {
+        Ok(stream_response(SSE, message.events()))
+    } else {
+        Ok(ok_json(&message.json()))
+    }
+}
+
+async fn count_tokens(body: Bytes) -> Result<Response, SimError> {
+    let req = parse_object(D, &body)?;
+    require_str(D, &req, "model")?;
+    let input_tokens = estimate_tokens(&present(&req, &PROMPT));
+    Ok(ok_json(&json!({"input_tokens": input_tokens})))
+}
+
+async fn models() -> Response {
+    let data: Vec<Value> = [
+        ("claude-opus-4-1", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
+        ("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+        ("claude-haiku-4-5", "Claude Haiku 4.5", "2025-10-15T00:00:00Z"),
+    ]
+    .iter()
+    .map(|(id, name, created)| {
+        json!({"type": "model", "id": id, "display_name": name, "created_at": created})
+    })
+    .collect();
+    ok_json(&json!({
+        "data": data,
+        "has_more": false,
+        "first_id": "claude-opus-4-1",
+        "last_id": "claude-haiku-4-5",
+    }))
+}
+
+struct Message<'a> {
+    id: String,
+    model: &'a str,
+    input_tokens: u64,
+    reply: Reply,
+}
+
+impl Message<'_> {
+    fn stop_reason(&self) -> &'static str {
+        if self.reply.truncated {
+            "max_tokens"
+        } else {
+            "end_turn"
+        }
+    }
+
+    /// The full `usage` object. Caching is not simulated yet, so every cache figure is 0.
+    fn usage(&self, output_tokens: u64) -> Value {
+        json!({
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "output_tokens": output_tokens,
+            "service_tier": "standard",
+        })
+    }
+
+    /// `content`, `stop_reason` and `usage` as given: the final message or the stream's opening.
+    fn envelope(&self, content: Value, stop_reason: Value, usage: Value) -> Value {
+        json!({
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": null,
+            "usage": usage,
+        })
+    }
+
+    fn json(&self) -> Value {
+        self.envelope(
+            json!([{"type": "text", "text": self.reply.text}]),
+            json!(self.stop_reason()),
+            self.usage(self.reply.output_tokens),
+        )
+    }
+
+    fn events(&self) -> Vec<Bytes> {
+        // message_start's output_tokens is a placeholder; the docs show 1.
+        let start = self.envelope(json!([]), Value::Null, self.usage(1));
+        let mut events = vec![
+            (
+                "message_start",
+                json!({"type": "message_start", "message": start}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ("ping", json!({"type": "ping"})),
+        ];
+        for delta in self.reply.deltas() {
+            events.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": delta}}),
+            ));
+        }
+        events.extend([
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "message_delta",
+                json!({
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
+                    // Cumulative, and without the TTL breakdown, as MessageDeltaUsage is.
+                    "usage": {
+                        "input_tokens": self.input_tokens,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "output_tokens": self.reply.output_tokens,
+                    },
+                }),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ]);
+        events
+            .iter()
+            .map(|(name, data)| sse_event(Some(name), data, "\n"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::test_support::{call, json_of};
+    use axum::http::StatusCode;
+
+    const PATH: &str = "/anthropic/v1/messages";
+
+    fn request() -> (Value, u64) {
+        let req = json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 1024,
+            "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "hello"}],
+        });
+        let n = estimate_tokens(&[&req["tools"], &req["system"], &req["messages"]]);
+        (req, n)
+    }
+
+    #[tokio::test]
+    async fn json_message_shape() {
+        let app = crate::sim::router(0);
+        let (req, n) = request();
+        let res = call(
+            &app,
+            "POST",
+            &format!("{PATH}?beta=true"),
+            &[],
+            &req.to_string(),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK);
+        let body = json_of(&res);
+        assert_eq!(body["id"], "msg_sim_1");
+        assert_eq!(body["type"], "message");
+        assert_eq!(body["role"], "assistant");
+        assert_eq!(body["model"], "claude-sonnet-4-5");
+        assert_eq!(
+            body["content"],
+            json!([{"type": "text", "text": format!("cachet-sim reply from claude-sonnet-4-5 to {n} prompt tokens.")}])
+        );
+        assert_eq!(body["stop_reason"], "end_turn");
+        assert!(body["stop_sequence"].is_null());
+        assert_eq!(
+            body["usage"],
+            json!({
+                "input_tokens": n,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+                "output_tokens": 8,
+                "service_tier": "standard",
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn max_tokens_cut_and_stop_reason() {
+        let app = crate::sim::router(0);
+        let (mut req, _) = request();
+        req["max_tokens"] = json!(4);
+        let body = json_of(&call(&app, "POST", PATH, &[], &req.to_string()).await);
+        assert_eq!(
+            body["content"][0]["text"],
+            "cachet-sim reply from claude-sonnet-4-5"
+        );
+        assert_eq!(body["stop_reason"], "max_tokens");
+        assert_eq!(body["usage"]["output_tokens"], 4);
+    }
+
+    #[tokio::test]
+    async fn stream_event_order_and_usage() {
+        let app = crate::sim::router(0);
+        let (mut req, n) = request();
+        req["stream"] = json!(true);
+        let res = call(&app, "POST", PATH, &[], &req.to_string()).await;
+        assert_eq!(res.status, StatusCode::OK);
+        let events = res.sse();
+        assert_eq!(res.frames.len(), events.len());
+        let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
+        let mut expected = vec!["message_start", "content_block_start", "ping"];
+        expected.extend(["content_block_delta"; 8]);
+        expected.extend(["content_block_stop", "message_delta", "message_stop"]);
+        assert_eq!(kinds, expected);
+        for (kind, data) in &events {
+            assert_eq!(data["type"], kind.as_deref().unwrap());
+        }
+        let start = &events[0].1["message"];
+        assert_eq!(start["id"], "msg_sim_1");
+        assert_eq!(start["content"], json!([]));
+        assert!(start["stop_reason"].is_null());
+        assert_eq!(start["usage"]["input_tokens"], n);
+        assert_eq!(start["usage"]["cache_read_input_tokens"], 0);
+        assert_eq!(start["usage"]["cache_creation_input_tokens"], 0);
+        assert_eq!(start["usage"]["output_tokens"], 1);
+        let text: String = events
+            .iter()
+            .filter(|(e, _)| e.as_deref() == Some("content_block_delta"))
+            .map(|(_, d)| {
+                assert_eq!(d["delta"]["type"], "text_delta");
+                d["delta"]["text"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            text,
+            format!("cachet-sim reply from claude-sonnet-4-5 to {n} prompt tokens.")
+        );
+        let delta = &events[12].1;
+        assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+        assert_eq!(
+            delta["usage"],
+            json!({"input_tokens": n, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 8})
+        );
+    }
+
+    #[tokio::test]
+    async fn count_tokens_matches_messages() {
+        let app = crate::sim::router(0);
+        let (mut req, n) = request();
+        req.as_object_mut().unwrap().remove("max_tokens");
+        let res = call(
+            &app,
+            "POST",
+            "/anthropic/v1/messages/count_tokens?beta=true",
+            &[],
+            &req.to_string(),
+        )
+        .await;
+        assert_eq!(json_of(&res), json!({"input_tokens": n}));
+    }
+
+    #[tokio::test]
+    async fn models_list() {
+        let app = crate::sim::router(0);
+        let body = json_of(&call(&app, "GET", "/anthropic/v1/models", &[], "").await);
+        assert_eq!(body["data"][0]["type"], "model");
+        assert_eq!(body["has_more"], false);
+    }
+
+    #[tokio::test]
+    async fn errors_in_anthropic_shape() {
+        let app = crate::sim::router(0);
+        let (mut no_max, _) = request();
+        no_max.as_object_mut().unwrap().remove("max_tokens");
+        let no_model = json!({"max_tokens": 5, "messages": []}).to_string();
+        for body in ["{oops".to_owned(), no_max.to_string(), no_model] {
+            let res = call(&app, "POST", PATH, &[], &body).await;
+            assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body}");
+            let err = json_of(&res);
+            assert_eq!(err["type"], "error");
+            assert_eq!(err["error"]["type"], "invalid_request_error");
+            assert!(err["error"]["message"].is_string());
+        }
+        let res = call(&app, "POST", "/anthropic/v1/complete", &[], "{}").await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND);
+        assert_eq!(json_of(&res)["error"]["type"], "not_found_error");
+    }
+}

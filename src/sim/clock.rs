@@ -1,0 +1,208 @@
+//! Time for the simulator: the one place it reads the clock, and the RFC 3339 timestamps and
+//! `"300s"` durations that Google's JSON uses (no date crate is needed for UTC-only arithmetic).
+//!
+//! The clock is the system clock plus a skew that tests advance, so TTL expiry is testable
+//! without sleeping; `cachet replay`'s virtual clock can replace it later without touching callers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub(crate) struct Clock {
+    skew_micros: AtomicU64,
+}
+
+impl Clock {
+    pub(crate) fn system() -> Self {
+        Clock {
+            skew_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_micros(self.skew_micros.load(Ordering::Relaxed))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn advance(&self, by: Duration) {
+        let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.skew_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `2025-01-02T03:04:05.123456Z`: UTC with microseconds, the precision Google's API returns and
+/// one that every SDK's date parser (pydantic, JavaScript `Date`) accepts.
+pub(crate) fn format_rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
+    let (year, month, day) = civil_from_days(days);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`; `None` for anything else or before 1970.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = s.get(from..from + len)?;
+        if !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    };
+    let sep = |at: usize, want: &[u8]| b.get(at).is_some_and(|c| want.contains(c));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        nanos = fraction_nanos(frac.get(..digits)?)?;
+        rest = frac.get(digits..)?;
+    }
+    let offset_secs = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => return None,
+            };
+            let (hh, mm) = rest.get(1..)?.split_once(':')?;
+            if hh.len() != 2 || mm.len() != 2 {
+                return None;
+            }
+            sign * (hh.parse::<i64>().ok()? * 3600 + mm.parse::<i64>().ok()? * 60)
+        }
+    };
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Parses a protobuf Duration string: seconds with up to nine fractional digits, then `s`.
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let number = s.strip_suffix('s')?;
+    let (whole, nanos) = match number.split_once('.') {
+        Some((whole, frac)) => (whole, fraction_nanos(frac)?),
+        None => (number, 0),
+    };
+    if whole.is_empty() || !whole.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(Duration::new(whole.parse().ok()?, nanos))
+}
+
+/// `"5"` → 500 ms in nanoseconds; at most nine digits, as protobuf allows.
+fn fraction_nanos(digits: &str) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let padded = format!("{digits:0<9}");
+    padded.parse().ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::new(1_709_210_096, 123_456_789);
+        assert_eq!(format_rfc3339(t), "2024-02-29T12:34:56.123456Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        let t = UNIX_EPOCH + Duration::new(1_709_210_096, 123_456_000);
+        assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T14:34:56+02:00"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_210_096))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:34:56.5Z"),
+            Some(UNIX_EPOCH + Duration::new(1_709_210_096, 500_000_000))
+        );
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T12:34:56",
+            "2024-02-29T12:34:56.Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_protobuf_durations() {
+        assert_eq!(parse_duration("300s"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_duration("0.000000001s"),
+            Some(Duration::from_nanos(1))
+        );
+        for bad in ["", "s", "300", "-1s", "1.s", "1.0000000001s", "1m"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn advancing_the_clock_moves_now() {
+        let clock = Clock::system();
+        let before = clock.now();
+        clock.advance(Duration::from_secs(3600));
+        assert!(clock.now() >= before + Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,146 @@
+//! The upstream simulator (`cachet sim`): one axum router that speaks the OpenAI, Anthropic,
+//! Gemini, DeepSeek and vLLM-like (OpenAI-compatible) APIs closely enough for the official SDKs.
+//!
+//! Mounts on one listener, so a proxy upstream is `http://HOST:PORT/<mount>`:
+//!
+//! ```text
+//! /openai      chat completions, responses, models, embeddings        (openai.rs)
+//! /vllm/{i}    the same, one mount per replica, i < replicas          (openai.rs)
+//! /deepseek    chat completions with DeepSeek's cache usage fields    (openai.rs)
+//! /anthropic   messages, count_tokens, models                         (anthropic.rs)
+//! /gemini      {v1beta,v1}/models/{m}:…, cachedContents               (gemini/)
+//! ```
+//!
+//! Every reply is deterministic (`reply.rs`): the text names the model and the prompt token count,
+//! and IDs come from one counter per router, so two simulators fed the same requests answer the
+//! same bytes apart from timestamps. Caching is not billed yet: every cache usage field is 0.
+
+mod anthropic;
+mod clock;
+mod gemini;
+mod openai;
+mod reply;
+mod wire;
+
+#[cfg(test)]
+mod test_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::Uri;
+use axum::response::Response;
+
+pub use reply::{Reply, estimate_tokens};
+
+use clock::Clock;
+use openai::Flavor;
+use wire::{Dialect, SimError};
+
+/// Router for `cachet sim`: mounts `/openai`, `/anthropic`, `/gemini`, `/deepseek`, `/vllm/{i}`.
+pub fn router(replicas: usize) -> Router {
+    build(Arc::new(Sim::new(Clock::system())), replicas)
+}
+
+fn build(sim: Arc<Sim>, replicas: usize) -> Router {
+    let mut app = Router::new()
+        .nest("/openai", openai::router(sim.clone(), Flavor::OpenAi))
+        .nest("/deepseek", openai::router(sim.clone(), Flavor::DeepSeek))
+        .nest("/anthropic", anthropic::router(sim.clone()))
+        .nest("/gemini", gemini::router(sim.clone()));
+    for i in 0..replicas {
+        app = app.nest(
+            &format!("/vllm/{i}"),
+            openai::router(sim.clone(), Flavor::Vllm(i)),
+        );
+    }
+    app.fallback(unknown_mount)
+}
+
+/// Outside every mount no dialect applies; OpenAI's shape is the most widely understood.
+async fn unknown_mount(uri: Uri) -> Response {
+    let message = format!("no simulator mount serves {}", uri.path());
+    axum::response::IntoResponse::into_response(SimError::new(
+        Dialect::OpenAi,
+        StatusCode::NOT_FOUND,
+        message,
+    ))
+}
+
+/// State shared by every mount of one router.
+pub(crate) struct Sim {
+    /// Source of the numeric part of every ID (`chatcmpl-sim-1`, `msg_sim_2`, …). One counter per
+    /// router rather than per process, so that tests running side by side stay deterministic.
+    last_id: AtomicU64,
+    clock: Clock,
+}
+
+impl Sim {
+    pub(crate) fn new(clock: Clock) -> Self {
+        Sim {
+            last_id: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.last_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Seconds since the Unix epoch, as `created` fields carry them.
+    pub(crate) fn unix_now(&self) -> u64 {
+        clock::unix_secs(self.now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{call, json_of};
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn unknown_mount_is_404_openai_shape() {
+        let app = super::router(1);
+        let res = call(&app, "POST", "/nowhere/v1/chat/completions", &[], "{}").await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND);
+        let body = json_of(&res);
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+
+    #[tokio::test]
+    async fn vllm_mounts_only_below_replicas() {
+        let app = super::router(2);
+        let req = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        for i in 0..2 {
+            let res = call(
+                &app,
+                "POST",
+                &format!("/vllm/{i}/v1/chat/completions"),
+                &[],
+                req,
+            )
+            .await;
+            assert_eq!(res.status, StatusCode::OK);
+            assert_eq!(res.header("x-cachet-sim-replica"), Some(i.to_string()));
+        }
+        let res = call(&app, "POST", "/vllm/2/v1/chat/completions", &[], req).await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn ids_count_up_per_router() {
+        let app = super::router(0);
+        let req = r#"{"model":"m","messages":[]}"#;
+        let a = json_of(&call(&app, "POST", "/openai/v1/chat/completions", &[], req).await);
+        let b = json_of(&call(&app, "POST", "/deepseek/chat/completions", &[], req).await);
+        assert_eq!(a["id"], "chatcmpl-sim-1");
+        assert_eq!(b["id"], "chatcmpl-sim-2");
+    }
+}

@@ -1,0 +1,202 @@
+//! What every simulated dialect shares on the wire: errors in each provider's shape, request
+//! bodies, JSON responses, and streamed bodies (SSE or Gemini's JSON array) sent as several
+//! body chunks, as a real upstream does, so that clients and the proxy's stream tap see frames.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+pub(crate) const SSE: &str = "text/event-stream";
+pub(crate) const JSON: &str = "application/json";
+
+/// Which provider's error shape a response uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+/// An error the simulator answers with, rendered in its dialect's shape.
+#[derive(Debug)]
+pub(crate) struct SimError {
+    dialect: Dialect,
+    status: StatusCode,
+    message: String,
+}
+
+impl SimError {
+    pub(crate) fn new(dialect: Dialect, status: StatusCode, message: impl Into<String>) -> Self {
+        SimError {
+            dialect,
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(dialect: Dialect, message: impl Into<String>) -> Self {
+        Self::new(dialect, StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn not_found(dialect: Dialect, message: impl Into<String>) -> Self {
+        Self::new(dialect, StatusCode::NOT_FOUND, message)
+    }
+
+    /// The body each provider sends for this status.
+    fn body(&self) -> Value {
+        let code = self.status.as_u16();
+        match self.dialect {
+            Dialect::OpenAi => json!({"error": {
+                "message": self.message,
+                "type": if code < 500 { "invalid_request_error" } else { "server_error" },
+                "param": null,
+                "code": null,
+            }}),
+            Dialect::Anthropic => {
+                let kind = match code {
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    413 => "request_too_large",
+                    429 => "rate_limit_error",
+                    500.. => "api_error",
+                    _ => "invalid_request_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": self.message}})
+            }
+            Dialect::Gemini => {
+                let status = match code {
+                    401 => "UNAUTHENTICATED",
+                    403 => "PERMISSION_DENIED",
+                    404 => "NOT_FOUND",
+                    429 => "RESOURCE_EXHAUSTED",
+                    500.. => "INTERNAL",
+                    _ => "INVALID_ARGUMENT",
+                };
+                json!({"error": {"code": code, "message": self.message, "status": status}})
+            }
+        }
+    }
+}
+
+impl IntoResponse for SimError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self.body())
+    }
+}
+
+/// The request body as a JSON object; anything else is the dialect's 400.
+pub(crate) fn parse_object(dialect: Dialect, body: &[u8]) -> Result<Value, SimError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(SimError::bad_request(
+            dialect,
+            "the request body must be a JSON object",
+        )),
+        Err(err) => Err(SimError::bad_request(
+            dialect,
+            format!("could not parse the JSON body of your request: {err}"),
+        )),
+    }
+}
+
+/// A required, non-empty string field, e.g. `model`.
+pub(crate) fn require_str<'a>(
+    dialect: Dialect,
+    body: &'a Value,
+    field: &str,
+) -> Result<&'a str, SimError> {
+    match body.get(field).and_then(Value::as_str) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(SimError::bad_request(
+            dialect,
+            format!("{field}: field required (a non-empty string)"),
+        )),
+    }
+}
+
+/// True when the request asks for a stream (`"stream": true`).
+pub(crate) fn wants_stream(body: &Value) -> bool {
+    body.get("stream").and_then(Value::as_bool) == Some(true)
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    // Serialising a `Value` cannot fail; an empty body would only hide a bug in serde_json.
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, JSON)], bytes).into_response()
+}
+
+pub(crate) fn ok_json(body: &Value) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+/// One SSE event: `event: NAME` (when given), `data: JSON`, and a blank line, all ending in `eol`
+/// (`"\n"` for OpenAI and Anthropic, `"\r\n"` for Google).
+pub(crate) fn sse_event(event: Option<&str>, data: &Value, eol: &str) -> Bytes {
+    let mut out = String::new();
+    if let Some(event) = event {
+        out.push_str("event: ");
+        out.push_str(event);
+        out.push_str(eol);
+    }
+    out.push_str("data: ");
+    out.push_str(&data.to_string());
+    out.push_str(eol);
+    out.push_str(eol);
+    Bytes::from(out)
+}
+
+/// A 200 whose body is `chunks`, one body frame each, never buffered into one.
+pub(crate) fn stream_response(content_type: &'static str, chunks: Vec<Bytes>) -> Response {
+    let body = Body::from_stream(futures_util::stream::iter(
+        chunks.into_iter().map(Ok::<Bytes, Infallible>),
+    ));
+    let mut res = (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_shapes_per_dialect() {
+        let e = SimError::bad_request(Dialect::OpenAi, "bad");
+        assert_eq!(
+            e.body(),
+            json!({"error": {"message": "bad", "type": "invalid_request_error", "param": null, "code": null}})
+        );
+        let e = SimError::not_found(Dialect::Anthropic, "gone");
+        assert_eq!(
+            e.body(),
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "gone"}})
+        );
+        let e = SimError::new(Dialect::Gemini, StatusCode::FORBIDDEN, "no");
+        assert_eq!(
+            e.body(),
+            json!({"error": {"code": 403, "message": "no", "status": "PERMISSION_DENIED"}})
+        );
+    }
+
+    #[test]
+    fn parse_object_rejects_non_objects() {
+        assert!(parse_object(Dialect::OpenAi, b"{\"a\":1}").is_ok());
+        assert!(parse_object(Dialect::OpenAi, b"[1]").is_err());
+        assert!(parse_object(Dialect::OpenAi, b"{").is_err());
+    }
+
+    #[test]
+    fn sse_event_framing() {
+        let data = json!({"a": 1});
+        assert_eq!(sse_event(None, &data, "\n"), "data: {\"a\":1}\n\n");
+        assert_eq!(
+            sse_event(Some("ping"), &data, "\r\n"),
+            "event: ping\r\ndata: {\"a\":1}\r\n\r\n"
+        );
+    }
+}

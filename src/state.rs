@@ -1,0 +1,81 @@
+//! Process-wide state shared by every request: config, the upstream client, telemetry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::{Config, Upstream};
+use crate::pricing::PriceTable;
+use crate::telemetry::{self, Telemetry};
+use crate::upstream::UpstreamClient;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    config: Config,
+    /// Upstream indexes, longest mount first, so `/vllm/fast` wins over `/vllm`.
+    by_mount: Vec<usize>,
+    upstream: UpstreamClient,
+    telemetry: Telemetry,
+    metrics: PrometheusHandle,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<Self, String> {
+        let prices = match config.pricing.file.as_str() {
+            "" => PriceTable::built_in(),
+            path => std::fs::read_to_string(path)
+                .map_err(|e| vec![format!("pricing.file {path}: {e}")])
+                .and_then(|text| PriceTable::parse(&text)),
+        }
+        .map_err(|errors| errors.join("\n"))?;
+        let upstream =
+            UpstreamClient::new(&config.timeouts).map_err(|e| format!("HTTP client: {e}"))?;
+        let mut by_mount: Vec<usize> = (0..config.upstreams.len()).collect();
+        by_mount.sort_by_key(|&i| std::cmp::Reverse(config.upstreams[i].mount.len()));
+        Ok(Self(Arc::new(Inner {
+            config,
+            by_mount,
+            upstream,
+            telemetry: Telemetry::new(prices),
+            metrics: telemetry::metrics_handle(),
+            draining: AtomicBool::new(false),
+        })))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn upstream_client(&self) -> &UpstreamClient {
+        &self.0.upstream
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.0.telemetry
+    }
+
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
+
+    /// The upstream mounted at the start of `path`, and the rest of the path (may be empty).
+    pub fn resolve<'p>(&self, path: &'p str) -> Option<(&Upstream, &'p str)> {
+        self.0.by_mount.iter().find_map(|&i| {
+            let upstream = &self.0.config.upstreams[i];
+            let rest = path.strip_prefix(upstream.mount.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((upstream, rest))
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,329 @@
+//! What cachet tells operators: one structured log line per request and Prometheus metrics.
+//!
+//! Metric names are part of the contract (DESIGN.md). Labels are bounded and server-controlled:
+//! `upstream` is a configured name, `model` a model of the price table or `other`, `status` an
+//! HTTP code. Prompt text and credentials never reach a log line or a label.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use metrics::{counter, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+
+use crate::config::{LogConfig, LogFormat};
+use crate::pricing::{Cost, PriceTable};
+use crate::upstream::body::{Observed, Outcome};
+use crate::usage::Usage;
+
+pub const REQUESTS_TOTAL: &str = "cachet_requests_total";
+pub const TOKENS_TOTAL: &str = "cachet_tokens_total";
+pub const COST_USD_TOTAL: &str = "cachet_cost_usd_total";
+pub const COST_UNCACHED_USD_TOTAL: &str = "cachet_cost_uncached_usd_total";
+pub const OVERHEAD_SECONDS: &str = "cachet_overhead_seconds";
+pub const UPSTREAM_TTFB_SECONDS: &str = "cachet_upstream_ttfb_seconds";
+pub const UNPRICED_TOTAL: &str = "cachet_unpriced_requests_total";
+
+/// Label for anything outside the price table, and for requests with no model.
+pub const OTHER: &str = "other";
+
+/// Installs the tracing subscriber once per process (later calls are no-ops).
+pub fn init_tracing(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Err means a subscriber is already installed (tests, demo): keep it.
+    let _ = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let overhead = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ];
+            let ttfb = [
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(OVERHEAD_SECONDS.into()), &overhead)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(UPSTREAM_TTFB_SECONDS.into()), &ttfb)
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            // Err: another recorder is installed; this handle then renders nothing, never panics.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests through the proxy by upstream, model and HTTP status."
+    );
+    metrics::describe_counter!(
+        TOKENS_TOTAL,
+        "Tokens by kind: input_uncached, cache_read, cache_write, output."
+    );
+    metrics::describe_histogram!(
+        OVERHEAD_SECONDS,
+        metrics::Unit::Seconds,
+        "Time spent in the proxy, upstream excluded."
+    );
+    metrics::describe_histogram!(
+        UPSTREAM_TTFB_SECONDS,
+        metrics::Unit::Seconds,
+        "From sending upstream to the first body byte."
+    );
+    metrics::describe_counter!(
+        UNPRICED_TOTAL,
+        "Requests whose cost is null because the price table lacks a price they need."
+    );
+}
+
+/// One request's facts, filled in as they become known along the request path.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub request_id: String,
+    pub upstream: Option<String>,
+    pub endpoint: Option<&'static str>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub rewrites: Vec<&'static str>,
+    pub received: Instant,
+    /// Proxy time before the upstream call (parsing, rewriting).
+    pub pre_send: Duration,
+    pub sent: Option<Instant>,
+    /// Proxy time between the upstream's response head and handing the response on.
+    pub post_head: Duration,
+}
+
+impl Exchange {
+    pub fn new(request_id: String, received: Instant) -> Self {
+        Self {
+            request_id,
+            upstream: None,
+            endpoint: None,
+            model: None,
+            stream: false,
+            status: 0,
+            rewrites: Vec::new(),
+            received,
+            pre_send: Duration::ZERO,
+            sent: None,
+            post_head: Duration::ZERO,
+        }
+    }
+}
+
+/// Running totals per (upstream, model label), for `cachet demo`'s table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub usage: Usage,
+    pub cost_nusd: u64,
+    pub cost_uncached_nusd: u64,
+    /// Requests whose cost was null.
+    pub unpriced: u64,
+}
+
+pub struct Telemetry {
+    prices: PriceTable,
+    totals: Mutex<BTreeMap<(String, String), Totals>>,
+}
+
+impl Telemetry {
+    pub fn new(prices: PriceTable) -> Self {
+        Self {
+            prices,
+            totals: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    pub fn model_label(&self, model: Option<&str>) -> String {
+        model
+            .and_then(|m| self.prices.canonical(m))
+            .unwrap_or(OTHER)
+            .to_owned()
+    }
+
+    pub fn totals(&self) -> BTreeMap<(String, String), Totals> {
+        self.totals.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The cost counters in Prometheus text format. The `metrics` facade only has integer
+    /// counters, and a float sum of per-request increments would drift from the exact
+    /// nano-USD totals; these are rendered from the exact totals instead.
+    pub fn render_costs(&self) -> String {
+        use std::fmt::Write;
+        let totals = self.totals();
+        let mut out = String::new();
+        for (name, help, pick) in [
+            (
+                COST_USD_TOTAL,
+                "What the requests cost, in USD.",
+                (|t: &Totals| t.cost_nusd) as fn(&Totals) -> u64,
+            ),
+            (
+                COST_UNCACHED_USD_TOTAL,
+                "What the same tokens would have cost with no caching, in USD.",
+                |t: &Totals| t.cost_uncached_nusd,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((upstream, model), t) in &totals {
+                let nano = pick(t);
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{upstream}\",model=\"{model}\"}} {}.{:09}",
+                    nano / 1_000_000_000,
+                    nano % 1_000_000_000
+                );
+            }
+        }
+        out
+    }
+
+    /// Records a request that ended before or without an upstream body (cachet's own errors).
+    pub fn record_rejected(&self, ex: &Exchange, error_label: &'static str) {
+        let now = Instant::now();
+        self.record(
+            ex,
+            Outcome::Complete,
+            None,
+            Some(error_label),
+            now,
+            ex.received.elapsed(),
+            None,
+        );
+    }
+
+    /// Records a request whose upstream body has ended (or was abandoned).
+    pub fn record_observed(&self, ex: &Exchange, observed: &Observed) {
+        let overhead = ex.pre_send + ex.post_head + observed.relay_overhead;
+        self.record(
+            ex,
+            observed.outcome,
+            observed.usage,
+            None,
+            observed.ended,
+            overhead,
+            observed.first_byte,
+        );
+        if let (Some(upstream), Some(sent), Some(first)) =
+            (&ex.upstream, ex.sent, observed.first_byte)
+        {
+            histogram!(UPSTREAM_TTFB_SECONDS, "upstream" => upstream.clone())
+                .record(first.duration_since(sent).as_secs_f64());
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private sink for both public entry points"
+    )]
+    fn record(
+        &self,
+        ex: &Exchange,
+        outcome: Outcome,
+        usage: Option<Usage>,
+        error: Option<&'static str>,
+        ended: Instant,
+        overhead: Duration,
+        first_byte: Option<Instant>,
+    ) {
+        let upstream = ex.upstream.clone().unwrap_or_else(|| "none".into());
+        let model = self.model_label(ex.model.as_deref());
+        let cost = match (
+            usage,
+            ex.model.as_deref().and_then(|m| self.prices.price_now(m)),
+        ) {
+            (Some(u), Some(price)) => price.cost(&u),
+            (Some(_), None) => Cost::default(),
+            (None, _) => Cost {
+                actual: Some(0),
+                uncached: Some(0),
+            },
+        };
+        let labels = [("upstream", upstream.clone()), ("model", model.clone())];
+        counter!(REQUESTS_TOTAL, "upstream" => upstream.clone(), "model" => model.clone(), "status" => ex.status.to_string()).increment(1);
+        histogram!(OVERHEAD_SECONDS).record(overhead.as_secs_f64());
+        if let Some(u) = usage {
+            for (kind, n) in [
+                ("input_uncached", u.input_uncached),
+                ("cache_read", u.cache_read),
+                ("cache_write", u.cache_write()),
+                ("output", u.output),
+            ] {
+                counter!(TOKENS_TOTAL, "upstream" => upstream.clone(), "model" => model.clone(), "kind" => kind).increment(n);
+            }
+            // Cost counters are rendered from `totals` (exact nano-USD) by `render_costs`.
+            if cost.actual.is_none() || cost.uncached.is_none() {
+                counter!(UNPRICED_TOTAL, &labels).increment(1);
+            }
+        }
+        if let Ok(mut totals) = self.totals.lock() {
+            let t = totals.entry((upstream.clone(), model.clone())).or_default();
+            t.requests += 1;
+            if let Some(u) = usage {
+                t.usage.input_uncached += u.input_uncached;
+                t.usage.cache_read += u.cache_read;
+                t.usage.cache_write_5m += u.cache_write_5m;
+                t.usage.cache_write_1h += u.cache_write_1h;
+                t.usage.output += u.output;
+            }
+            match (cost.actual, cost.uncached) {
+                (Some(a), Some(b)) => {
+                    t.cost_nusd += a;
+                    t.cost_uncached_nusd += b;
+                }
+                _ => t.unpriced += 1,
+            }
+        }
+        let u = usage.unwrap_or_default();
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        tracing::info!(
+            target: "cachet::request",
+            request_id = %ex.request_id,
+            upstream = %upstream,
+            endpoint = ex.endpoint.unwrap_or("passthrough"),
+            model = ex.model.as_deref().unwrap_or("-"),
+            stream = ex.stream,
+            status = ex.status,
+            outcome = error.unwrap_or(outcome.as_str()),
+            usage = usage.is_some(),
+            input_uncached = u.input_uncached,
+            cache_read = u.cache_read,
+            cache_write = u.cache_write(),
+            output = u.output,
+            hit_rate = u.hit_rate().map(|h| (h * 10_000.0).round() / 10_000.0),
+            cost_nusd = cost.actual,
+            latency_ms = ms(ended.duration_since(ex.received)),
+            ttfb_ms = first_byte.map(|f| ms(f.duration_since(ex.received))),
+            overhead_ms = ms(overhead),
+            rewrites = %ex.rewrites.join(","),
+            "request"
+        );
+    }
+}

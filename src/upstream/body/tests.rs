@@ -1,0 +1,218 @@
+use proptest::prelude::*;
+
+use super::*;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/",
+            $name
+        ))
+        .as_slice()
+    };
+}
+
+struct Case {
+    provider: ProviderKind,
+    endpoint: Endpoint,
+    framing: Framing,
+    body: &'static [u8],
+    want: Usage,
+}
+
+fn u(input_uncached: u64, cache_read: u64, w5: u64, w1h: u64, output: u64) -> Usage {
+    Usage {
+        input_uncached,
+        cache_read,
+        cache_write_5m: w5,
+        cache_write_1h: w1h,
+        output,
+    }
+}
+
+fn gemini(stream: bool) -> Endpoint {
+    Endpoint::GeminiGenerate {
+        model: "gemini-2.5-flash".into(),
+        stream,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            provider: ProviderKind::Openai,
+            endpoint: Endpoint::Chat,
+            framing: Framing::Sse,
+            body: fixture!("openai_chat.sse"),
+            want: u(86, 1920, 0, 0, 4),
+        },
+        Case {
+            provider: ProviderKind::Openai,
+            endpoint: Endpoint::Chat,
+            framing: Framing::Json,
+            body: fixture!("openai_chat.json"),
+            want: u(86, 1920, 0, 0, 2),
+        },
+        Case {
+            provider: ProviderKind::Openai,
+            endpoint: Endpoint::Responses,
+            framing: Framing::Sse,
+            body: fixture!("openai_responses.sse"),
+            want: u(220, 1280, 0, 0, 1),
+        },
+        Case {
+            provider: ProviderKind::Openai,
+            endpoint: Endpoint::Responses,
+            framing: Framing::Json,
+            body: fixture!("openai_responses.json"),
+            want: u(220, 1280, 0, 0, 1),
+        },
+        Case {
+            provider: ProviderKind::Anthropic,
+            endpoint: Endpoint::AnthropicMessages,
+            framing: Framing::Sse,
+            body: fixture!("anthropic_messages.sse"),
+            want: u(50, 100_000, 148, 100, 503),
+        },
+        Case {
+            provider: ProviderKind::Anthropic,
+            endpoint: Endpoint::AnthropicMessages,
+            framing: Framing::Json,
+            body: fixture!("anthropic_messages.json"),
+            want: u(50, 100_000, 148, 100, 503),
+        },
+        Case {
+            provider: ProviderKind::Gemini,
+            endpoint: gemini(true),
+            framing: Framing::Sse,
+            body: fixture!("gemini_stream.sse"),
+            want: u(2000, 8000, 0, 0, 50),
+        },
+        Case {
+            provider: ProviderKind::Gemini,
+            endpoint: gemini(true),
+            framing: Framing::JsonArray,
+            body: fixture!("gemini_stream.json"),
+            want: u(2000, 8000, 0, 0, 50),
+        },
+        Case {
+            provider: ProviderKind::Gemini,
+            endpoint: gemini(false),
+            framing: Framing::Json,
+            body: fixture!("gemini_generate.json"),
+            want: u(2000, 8000, 0, 0, 50),
+        },
+        Case {
+            provider: ProviderKind::Deepseek,
+            endpoint: Endpoint::Chat,
+            framing: Framing::Sse,
+            body: fixture!("deepseek_chat.sse"),
+            want: u(176, 1024, 0, 0, 50),
+        },
+    ]
+}
+
+fn run(case: &Case, strip: bool, cuts: &[usize]) -> (Vec<u8>, Option<Usage>) {
+    let mut tap = Tap::new(
+        case.provider,
+        Some(case.endpoint.clone()),
+        case.framing,
+        strip,
+    );
+    let mut out = Vec::new();
+    let mut from = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (case.body.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.push(case.body.len());
+    for c in cuts {
+        out.extend_from_slice(&tap.observe(Bytes::copy_from_slice(&case.body[from..c])));
+        from = c;
+    }
+    out.extend_from_slice(&tap.finish());
+    assert!(!tap.lost);
+    (out, tap.usage())
+}
+
+#[test]
+fn every_fixture_yields_its_usage_and_passes_unchanged() {
+    for case in cases() {
+        let (out, usage) = run(&case, false, &[]);
+        assert_eq!(out, case.body, "{:?}", case.endpoint);
+        assert_eq!(
+            usage,
+            Some(case.want),
+            "{:?} {:?}",
+            case.endpoint,
+            case.framing
+        );
+    }
+}
+
+#[test]
+fn strip_mode_drops_only_the_usage_only_chunk() {
+    let case = &cases()[0];
+    let (out, usage) = run(case, true, &[]);
+    let text = String::from_utf8(out).unwrap();
+    let original = std::str::from_utf8(case.body).unwrap();
+    let usage_event = original
+        .split("\n\n")
+        .find(|e| e.contains("\"choices\":[]"))
+        .unwrap();
+    assert_eq!(text, original.replace(&format!("{usage_event}\n\n"), ""));
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        usage,
+        Some(case.want),
+        "usage is still read from the dropped chunk"
+    );
+    // DeepSeek-style usage on a content chunk is never dropped.
+    let ds = &cases()[9];
+    assert_eq!(run(ds, true, &[]).0, ds.body);
+}
+
+#[test]
+fn error_bodies_and_unmodelled_routes_are_not_read() {
+    assert_eq!(
+        Framing::of(Some(&Endpoint::Chat), false, Some("application/json")),
+        Framing::Opaque
+    );
+    assert_eq!(
+        Framing::of(None, true, Some("text/event-stream")),
+        Framing::Opaque
+    );
+    assert_eq!(
+        Framing::of(Some(&Endpoint::AnthropicCountTokens), true, None),
+        Framing::Opaque
+    );
+    assert_eq!(
+        Framing::of(
+            Some(&Endpoint::Chat),
+            true,
+            Some("text/event-stream; charset=utf-8")
+        ),
+        Framing::Sse
+    );
+    assert_eq!(
+        Framing::of(Some(&gemini(true)), true, Some("application/json")),
+        Framing::JsonArray
+    );
+    assert_eq!(
+        Framing::of(Some(&gemini(false)), true, Some("application/json")),
+        Framing::Json
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn any_split_gives_identical_bytes_and_usage(
+        which in 0usize..10,
+        strip in any::<bool>(),
+        cuts in proptest::collection::vec(0usize..4096, 0..16),
+    ) {
+        let all = cases();
+        let case = &all[which];
+        prop_assert_eq!(run(case, strip, &cuts), run(case, strip, &[]));
+    }
+}

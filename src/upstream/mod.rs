@@ -1,0 +1,147 @@
+//! The upstream side: one pooled HTTP client, header hygiene, and the observed response body.
+//!
+//! Network I/O towards providers happens here only. The client never follows redirects (the
+//! caller sees the provider's 3xx as sent), never decompresses (bytes pass through as they
+//! came), keeps `TCP_NODELAY` on (small SSE frames must not wait for Nagle), and has connect,
+//! first-byte and idle timeouts but no total timeout, so streams run as long as they flow.
+
+pub mod body;
+pub mod headers;
+pub mod sse;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use reqwest::Url;
+
+use crate::config::{Timeouts, Upstream};
+use crate::error::ProxyError;
+
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    first_byte: Duration,
+}
+
+/// What to send: the target is `{base_url}{path_and_query}`.
+pub struct Outgoing {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: OutgoingBody,
+}
+
+pub enum OutgoingBody {
+    Bytes(Bytes),
+    Stream(reqwest::Body),
+}
+
+impl UpstreamClient {
+    pub fn new(timeouts: &Timeouts) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.idle)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            first_byte: timeouts.first_byte,
+        })
+    }
+
+    /// Sends the request and waits for the response head (bounded by the first-byte timeout).
+    pub async fn send(
+        &self,
+        upstream: &Upstream,
+        out: Outgoing,
+    ) -> Result<reqwest::Response, ProxyError> {
+        let url = target_url(&upstream.base_url, &out.path_and_query).map_err(|detail| {
+            ProxyError::Upstream {
+                upstream: upstream.name.clone(),
+                detail,
+            }
+        })?;
+        let body = match out.body {
+            OutgoingBody::Bytes(b) => reqwest::Body::from(b),
+            OutgoingBody::Stream(s) => s,
+        };
+        let request = self
+            .http
+            .request(out.method, url)
+            .headers(out.headers)
+            .body(body);
+        match tokio::time::timeout(self.first_byte, request.send()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(classify_error(&upstream.name, &err)),
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                upstream: upstream.name.clone(),
+                seconds: self.first_byte.as_secs_f64(),
+            }),
+        }
+    }
+}
+
+fn classify_error(upstream: &str, err: &reqwest::Error) -> ProxyError {
+    // The source chain holds the useful part ("Connection refused"); the URL would be noise.
+    let mut detail = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        detail = e.to_string();
+        source = e.source();
+    }
+    if err.is_connect() {
+        ProxyError::UpstreamConnect {
+            upstream: upstream.to_owned(),
+            detail,
+        }
+    } else if err.is_timeout() {
+        ProxyError::UpstreamTimeout {
+            upstream: upstream.to_owned(),
+            seconds: 0.0,
+        }
+    } else {
+        ProxyError::Upstream {
+            upstream: upstream.to_owned(),
+            detail,
+        }
+    }
+}
+
+/// `{base_url}{path_and_query}` without re-encoding: `%2F` and the query stay as sent.
+pub fn target_url(base: &Url, path_and_query: &str) -> Result<Url, String> {
+    let base = base.as_str().trim_end_matches('/');
+    let joined = if path_and_query.is_empty() || path_and_query.starts_with('?') {
+        format!("{base}/{path_and_query}")
+    } else {
+        format!("{base}{path_and_query}")
+    };
+    Url::parse(&joined).map_err(|e| format!("bad upstream URL {joined:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_urls_keep_escapes_and_queries() {
+        let base = Url::parse("http://127.0.0.1:9/anthropic").unwrap();
+        let url = target_url(&base, "/v1/files/a%2Fb?x=1&key=k%20v").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/anthropic/v1/files/a%2Fb?x=1&key=k%20v"
+        );
+        let root = Url::parse("https://api.openai.com").unwrap();
+        assert_eq!(
+            target_url(&root, "/v1/models").unwrap().as_str(),
+            "https://api.openai.com/v1/models"
+        );
+        assert_eq!(
+            target_url(&root, "").unwrap().as_str(),
+            "https://api.openai.com/"
+        );
+    }
+}
