@@ -1,5 +1,11 @@
 //! Integration tests: the proxy in-process on port 0 in front of a recording mock upstream.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] fns fail loudly by design"
+)]
+
 mod common;
 mod errors;
 mod lifecycle;
