@@ -132,10 +132,11 @@ pub fn request_stream_usage(env: &mut Envelope) -> bool {
         let options = body
             .entry("stream_options")
             .or_insert_with(|| Value::Object(Map::new()));
-        if !options.is_object() {
-            // `stream_options: null` and the like: the client expressed no wish.
+        if options.is_null() {
+            // `stream_options: null` expresses no wish.
             *options = Value::Object(Map::new());
         }
+        // Anything else that is not an object is the client's error to hear from upstream.
         match options.as_object_mut() {
             Some(options) => {
                 options.insert("include_usage".into(), Value::Bool(true));
@@ -234,6 +235,20 @@ mod tests {
             env.into_bytes().unwrap().as_ref(),
             br#"{"stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true}}"#
         );
+        let mut env =
+            Envelope::parse(br#"{"stream":true,"stream_options":null}"#.as_slice().into()).unwrap();
+        assert!(request_stream_usage(&mut env));
+        assert_eq!(
+            env.into_bytes().unwrap().as_ref(),
+            br#"{"stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        let mut env =
+            Envelope::parse(br#"{"stream":true,"stream_options":5}"#.as_slice().into()).unwrap();
+        assert!(
+            !request_stream_usage(&mut env),
+            "an invalid field is left for the upstream to reject"
+        );
+        assert!(!env.is_dirty());
         let original = br#"{"stream": true, "stream_options": {"include_usage": true}}"#;
         let mut env = Envelope::parse(original.as_slice().into()).unwrap();
         assert!(!request_stream_usage(&mut env));

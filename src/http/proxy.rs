@@ -68,7 +68,14 @@ async fn forward(
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_owned(),
     };
-    let json_route = endpoint.as_ref().filter(|e| e.has_json_body(&parts.method));
+    // A compressed request body cannot be read as JSON: it goes through as it came.
+    let encoded = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let json_route = endpoint
+        .as_ref()
+        .filter(|e| e.has_json_body(&parts.method) && !encoded);
     let mut headers = request_headers(&parts.headers, json_route.is_none());
     let mut strip_usage_chunk = false;
     let (body, info) = match json_route {

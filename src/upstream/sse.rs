@@ -2,7 +2,8 @@
 //! Gemini sends without `alt=sse`.
 //!
 //! Both are fed the body's chunks as they arrive, split anywhere, and call back once per
-//! complete event with the event's own raw bytes (so a caller can forward them unchanged) and
+//! complete event (every blank-line-terminated block, comments included) with its own raw bytes
+//! (so a caller can forward them unchanged) and
 //! its parsed fields. They keep only the unfinished tail; a tail that outgrows `max_pending`
 //! (a runaway event) is abandoned and counted, never buffered without bound.
 
@@ -49,9 +50,7 @@ impl SseDecoder {
             line_start = line_end + 1;
             if line.is_empty() {
                 let raw = &self.pending[event_start..line_start];
-                if let Some(event) = parse_event(raw) {
-                    on_event(&event);
-                }
+                on_event(&parse_event(raw));
                 event_start = line_start;
             }
         }
@@ -68,10 +67,8 @@ impl SseDecoder {
     pub fn finish(&mut self, mut on_event: impl FnMut(&SseEvent<'_>)) -> Vec<u8> {
         let rest = std::mem::take(&mut self.pending);
         self.scan_from = 0;
-        if !rest.is_empty()
-            && let Some(event) = parse_event(&rest)
-        {
-            on_event(&event);
+        if !rest.is_empty() {
+            on_event(&parse_event(&rest));
         }
         rest
     }
@@ -81,8 +78,9 @@ fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Fields of one event; `None` for a block of comments only (nothing to report).
-fn parse_event(raw: &[u8]) -> Option<SseEvent<'_>> {
+/// Fields of one block. Comment-only and empty blocks come out as events with no name and no
+/// data: callers that forward events by their `raw` bytes must see every byte.
+fn parse_event(raw: &[u8]) -> SseEvent<'_> {
     let mut event = None;
     let mut data: Option<Cow<'_, [u8]>> = None;
     for line in raw.split(|b| *b == b'\n').map(trim_cr) {
@@ -110,14 +108,11 @@ fn parse_event(raw: &[u8]) -> Option<SseEvent<'_>> {
             _ => {}
         }
     }
-    if event.is_none() && data.is_none() {
-        return None;
-    }
-    Some(SseEvent {
+    SseEvent {
         event,
         data: data.unwrap_or(Cow::Borrowed(&[])),
         raw,
-    })
+    }
 }
 
 /// Splits `[ {...}, {...} ]` streamed in arbitrary chunks into its top-level elements.

@@ -11,5 +11,6 @@ mod errors;
 mod lifecycle;
 mod metrics;
 mod passthrough;
+mod robustness;
 mod simulator;
 mod streaming;
