@@ -12,6 +12,7 @@
 //!
 //! `sim` is the upstream simulator used by `cachet sim`, `cachet demo` and the tests.
 
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dialect;

@@ -16,7 +16,6 @@
 //! same bytes apart from timestamps. Caching is not billed yet: every cache usage field is 0.
 
 mod anthropic;
-mod clock;
 mod gemini;
 mod openai;
 mod reply;
@@ -36,7 +35,7 @@ use axum::response::Response;
 
 pub use reply::{Reply, estimate_tokens};
 
-use clock::Clock;
+use crate::clock::{self, Clock};
 use openai::Flavor;
 use wire::{Dialect, SimError};
 

@@ -16,7 +16,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::{Caller, Ctx, D, bare_model, field, prompt_parts};
-use crate::sim::clock::{format_rfc3339, parse_duration, parse_rfc3339};
+use crate::clock::{format_rfc3339, parse_duration, parse_rfc3339};
 use crate::sim::reply::estimate_tokens;
 use crate::sim::wire::{SimError, ok_json, parse_object, require_str};
 

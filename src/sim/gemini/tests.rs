@@ -5,7 +5,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::sim::clock::{Clock, parse_rfc3339};
+use crate::clock::{Clock, parse_rfc3339};
 use crate::sim::estimate_tokens;
 use crate::sim::test_support::{TestResponse, call, json_of};
 use crate::sim::{Sim, build};

@@ -1,5 +1,7 @@
-//! Time for the simulator: the one place it reads the clock, and the RFC 3339 timestamps and
-//! `"300s"` durations that Google's JSON uses (no date crate is needed for UTC-only arithmetic).
+//! Time: the one `Clock` the simulator (and later the registry and planner) read, plus the
+//! calendar arithmetic cachet needs — RFC 3339 timestamps and `"300s"` durations as Google's
+//! JSON writes them, and UTC dates for the price table. No date crate is needed for UTC-only
+//! arithmetic.
 //!
 //! The clock is the system clock plus a skew that tests advance, so TTL expiry is testable
 //! without sleeping; `cachet replay`'s virtual clock can replace it later without touching callers.
@@ -7,35 +9,35 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub(crate) struct Clock {
+pub struct Clock {
     skew_micros: AtomicU64,
 }
 
 impl Clock {
-    pub(crate) fn system() -> Self {
+    pub fn system() -> Self {
         Clock {
             skew_micros: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn now(&self) -> SystemTime {
+    pub fn now(&self) -> SystemTime {
         SystemTime::now() + Duration::from_micros(self.skew_micros.load(Ordering::Relaxed))
     }
 
     #[cfg(test)]
-    pub(crate) fn advance(&self, by: Duration) {
+    pub fn advance(&self, by: Duration) {
         let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
         self.skew_micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
 
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `2025-01-02T03:04:05.123456Z`: UTC with microseconds, the precision Google's API returns and
 /// one that every SDK's date parser (pydantic, JavaScript `Date`) accepts.
-pub(crate) fn format_rfc3339(t: SystemTime) -> String {
+pub fn format_rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
@@ -51,7 +53,7 @@ pub(crate) fn format_rfc3339(t: SystemTime) -> String {
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`; `None` for anything else or before 1970.
-pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let digits = s.get(from..from + len)?;
@@ -104,7 +106,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 }
 
 /// Parses a protobuf Duration string: seconds with up to nine fractional digits, then `s`.
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+pub fn parse_duration(s: &str) -> Option<Duration> {
     let number = s.strip_suffix('s')?;
     let (whole, nanos) = match number.split_once('.') {
         Some((whole, frac)) => (whole, fraction_nanos(frac)?),
@@ -134,6 +136,13 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD` of `t` in UTC.
+pub fn utc_date(t: SystemTime) -> String {
+    let days = i64::try_from(unix_secs(t) / 86_400).unwrap_or(i64::MAX);
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// Inverse of [`days_from_civil`].
