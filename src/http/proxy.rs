@@ -34,26 +34,64 @@ pub async fn handle(
     Extension(id): Extension<RequestId>,
     req: Request,
 ) -> Response {
-    let mut ex = Exchange::new(id.0, Instant::now());
+    let mut pending = Unanswered {
+        app: &app,
+        ex: Exchange::new(id.0, Instant::now()),
+        armed: true,
+    };
     let path = req.uri().path().to_owned();
     let Some((upstream, rest)) = app.resolve(&path) else {
-        return reject(
-            &app,
-            &mut ex,
-            Dialect::guess(&path),
-            ProxyError::UnknownMount(path.clone()),
-        );
+        let err = ProxyError::UnknownMount(path.clone());
+        return pending.reject(Dialect::guess(&path), err);
     };
     let upstream = upstream.clone();
     let endpoint = dialect::classify(upstream.provider, req.method(), rest);
     let rest = rest.to_owned();
-    ex.upstream = Some(upstream.name.clone());
-    ex.endpoint = endpoint.as_ref().map(Endpoint::name);
-    match forward(&app, &mut ex, &upstream, endpoint, &rest, req).await {
-        Ok(response) => response,
-        Err(err) => reject(&app, &mut ex, Dialect::of(upstream.provider), err),
+    pending.ex.upstream = Some(upstream.name.clone());
+    pending.ex.endpoint = endpoint.as_ref().map(Endpoint::name);
+    match forward(&app, &mut pending.ex, &upstream, endpoint, &rest, req).await {
+        Ok(response) => {
+            // From here the response body records the exchange when it ends.
+            pending.armed = false;
+            response
+        }
+        Err(err) => pending.reject(Dialect::of(upstream.provider), err),
     }
 }
+
+/// A request not yet answered. If the client goes away first (axum drops the handler), it is
+/// still recorded, once, with nginx's 499 "client closed request".
+struct Unanswered<'a> {
+    app: &'a AppState,
+    ex: Exchange,
+    armed: bool,
+}
+
+impl Unanswered<'_> {
+    /// Answers with cachet's own error, in `dialect`, and records the request.
+    fn reject(mut self, dialect: Dialect, err: ProxyError) -> Response {
+        self.armed = false;
+        self.ex.status = err.status().as_u16();
+        if err.status().is_server_error() {
+            tracing::warn!(request_id = %self.ex.request_id, error = %err, "proxy error");
+        }
+        self.app.telemetry().record_rejected(&self.ex, err.label());
+        err.into_response_in(dialect)
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ex.status = CLIENT_CLOSED;
+            self.app
+                .telemetry()
+                .record_rejected(&self.ex, "client_closed");
+        }
+    }
+}
+
+const CLIENT_CLOSED: u16 = 499;
 
 async fn forward(
     app: &AppState,
@@ -97,10 +135,12 @@ async fn forward(
                 .as_ref()
                 .map(|e| dialect::request_info(e, None))
                 .unwrap_or_default();
-            (
-                OutgoingBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream())),
-                info,
-            )
+            let body = if http_body::Body::size_hint(&body).exact() == Some(0) {
+                OutgoingBody::Empty
+            } else {
+                OutgoingBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream()))
+            };
+            (body, info)
         }
     };
     if endpoint.is_some() {
@@ -173,15 +213,4 @@ async fn read_limited(
         }
         Err(err) => Err(ProxyError::BodyRead(err.to_string())),
     }
-}
-
-/// Answers with cachet's own error, in `dialect`, and records the request.
-fn reject(app: &AppState, ex: &mut Exchange, dialect: Dialect, err: ProxyError) -> Response {
-    ex.status = err.status().as_u16();
-    let label = err.label();
-    if err.status().is_server_error() {
-        tracing::warn!(request_id = %ex.request_id, error = %err, "proxy error");
-    }
-    app.telemetry().record_rejected(ex, label);
-    err.into_response_in(dialect)
 }

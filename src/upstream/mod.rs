@@ -33,6 +33,8 @@ pub struct Outgoing {
 }
 
 pub enum OutgoingBody {
+    /// No body at all (a GET must not turn into a chunked request with an empty body).
+    Empty,
     Bytes(Bytes),
     Stream(reqwest::Body),
 }
@@ -65,15 +67,12 @@ impl UpstreamClient {
                 detail,
             }
         })?;
-        let body = match out.body {
-            OutgoingBody::Bytes(b) => reqwest::Body::from(b),
-            OutgoingBody::Stream(s) => s,
+        let request = self.http.request(out.method, url).headers(out.headers);
+        let request = match out.body {
+            OutgoingBody::Empty => request,
+            OutgoingBody::Bytes(b) => request.body(b),
+            OutgoingBody::Stream(s) => request.body(s),
         };
-        let request = self
-            .http
-            .request(out.method, url)
-            .headers(out.headers)
-            .body(body);
         match tokio::time::timeout(self.first_byte, request.send()).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(classify_error(&upstream.name, &err)),

@@ -197,7 +197,14 @@ async fn unmodelled_paths_pass_through_untouched_with_query_and_escapes() {
         mock.last().path_and_query,
         "/openai/v1/models?limit=2&after=a%2Fb"
     );
-    assert_eq!(mock.last().method, "GET");
+    let seen = mock.last();
+    assert_eq!(seen.method, "GET");
+    assert!(
+        !seen.headers.contains_key("transfer-encoding")
+            && !seen.headers.contains_key("content-length"),
+        "a GET stays bodiless: {:?}",
+        seen.headers
+    );
 
     // A file upload larger than the JSON body limit: not a modelled route, so not limited, and
     // its (binary) bytes arrive intact.
@@ -213,6 +220,11 @@ async fn unmodelled_paths_pass_through_untouched_with_query_and_escapes() {
     let seen = mock.last();
     assert_eq!(seen.path_and_query, "/openai/v1/files/dir%2Fname.jsonl");
     assert_eq!(seen.body.as_ref(), upload.as_slice());
+    assert_eq!(
+        seen.headers["content-length"], "5000",
+        "streamed through with its length"
+    );
+    assert!(!seen.headers.contains_key("transfer-encoding"));
 
     // Embeddings and Gemini's ?key= credential.
     let r = http

@@ -252,3 +252,31 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
         (50, 100_000, 1)
     );
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_before_the_answer_is_still_recorded_once() {
+    let mock = MockUpstream::start(|_| Reply {
+        head_delay: Duration::from_secs(2),
+        ..Reply::json(200, fixture!("anthropic_messages.json"))
+    })
+    .await;
+    let proxy = TestProxy::in_front_of(&mock, "").await;
+    let gave_up = client()
+        .post(proxy.url("/anthropic/v1/messages"))
+        .timeout(Duration::from_millis(200))
+        .body("{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":9,\"messages\":[]}")
+        .send()
+        .await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    eventually("abandoned request recorded", || {
+        totals_for(&proxy, "anthropic").requests == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let t = totals_for(&proxy, "anthropic");
+    assert_eq!(
+        t.requests, 1,
+        "recorded once, not again when the upstream answers"
+    );
+    assert_eq!(t.usage.input_uncached, 0, "no usage was seen");
+}
