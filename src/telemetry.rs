@@ -205,32 +205,30 @@ impl Telemetry {
         out
     }
 
-    /// Records a request that ended before or without an upstream body (cachet's own errors).
+    /// Records a request that ended before or without an upstream body (cachet's own errors,
+    /// clients that left early).
     pub fn record_rejected(&self, ex: &Exchange, error_label: &'static str) {
-        let now = Instant::now();
+        let ended = Instant::now();
+        let observed = Observed {
+            outcome: Outcome::Complete,
+            usage: None,
+            tap_lost: false,
+            first_byte: None,
+            ended,
+            relay_overhead: Duration::ZERO,
+        };
         self.record(
             ex,
-            Outcome::Complete,
-            None,
+            &observed,
+            ended.duration_since(ex.received),
             Some(error_label),
-            now,
-            ex.received.elapsed(),
-            None,
         );
     }
 
     /// Records a request whose upstream body has ended (or was abandoned).
     pub fn record_observed(&self, ex: &Exchange, observed: &Observed) {
         let overhead = ex.pre_send + ex.post_head + observed.relay_overhead;
-        self.record(
-            ex,
-            observed.outcome,
-            observed.usage,
-            None,
-            observed.ended,
-            overhead,
-            observed.first_byte,
-        );
+        self.record(ex, observed, overhead, None);
         if let (Some(upstream), Some(sent), Some(first)) =
             (&ex.upstream, ex.sent, observed.first_byte)
         {
@@ -239,20 +237,20 @@ impl Telemetry {
         }
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one private sink for both public entry points"
-    )]
     fn record(
         &self,
         ex: &Exchange,
-        outcome: Outcome,
-        usage: Option<Usage>,
-        error: Option<&'static str>,
-        ended: Instant,
+        observed: &Observed,
         overhead: Duration,
-        first_byte: Option<Instant>,
+        error: Option<&'static str>,
     ) {
+        let Observed {
+            outcome,
+            usage,
+            first_byte,
+            ended,
+            ..
+        } = *observed;
         let upstream = ex.upstream.clone().unwrap_or_else(|| "none".into());
         let model = self.model_label(ex.model.as_deref());
         let cost = match (
@@ -286,13 +284,7 @@ impl Telemetry {
         if let Ok(mut totals) = self.totals.lock() {
             let t = totals.entry((upstream.clone(), model.clone())).or_default();
             t.requests += 1;
-            if let Some(u) = usage {
-                t.usage.input_uncached += u.input_uncached;
-                t.usage.cache_read += u.cache_read;
-                t.usage.cache_write_5m += u.cache_write_5m;
-                t.usage.cache_write_1h += u.cache_write_1h;
-                t.usage.output += u.output;
-            }
+            t.usage += usage.unwrap_or_default();
             match (cost.actual, cost.uncached) {
                 (Some(a), Some(b)) => {
                     t.cost_nusd += a;
@@ -313,6 +305,7 @@ impl Telemetry {
             status = ex.status,
             outcome = error.unwrap_or(outcome.as_str()),
             usage = usage.is_some(),
+            usage_complete = !observed.tap_lost && outcome == Outcome::Complete,
             input_uncached = u.input_uncached,
             cache_read = u.cache_read,
             cache_write = u.cache_write(),

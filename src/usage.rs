@@ -47,6 +47,16 @@ impl Usage {
     }
 }
 
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.input_uncached += other.input_uncached;
+        self.cache_read += other.cache_read;
+        self.cache_write_5m += other.cache_write_5m;
+        self.cache_write_1h += other.cache_write_1h;
+        self.output += other.output;
+    }
+}
+
 /// Fields reported by one body or stream event; `None` = not reported there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsagePatch {
