@@ -107,6 +107,8 @@ pub struct Exchange {
     pub stream: bool,
     pub status: u16,
     pub rewrites: Vec<&'static str>,
+    /// `x-cachet-team`: cost attribution only (never part of the tenant).
+    pub team: Option<String>,
     pub received: Instant,
     /// Proxy time before the upstream call (parsing, rewriting).
     pub pre_send: Duration,
@@ -125,6 +127,7 @@ impl Exchange {
             stream: false,
             status: 0,
             rewrites: Vec::new(),
+            team: None,
             received,
             pre_send: Duration::ZERO,
             sent: None,
@@ -301,6 +304,7 @@ impl Telemetry {
             upstream = %upstream,
             endpoint = ex.endpoint.unwrap_or("passthrough"),
             model = ex.model.as_deref().unwrap_or("-"),
+            team = ex.team.as_deref().unwrap_or("-"),
             stream = ex.stream,
             status = ex.status,
             outcome = error.unwrap_or(outcome.as_str()),

@@ -29,6 +29,7 @@ use crate::state::AppState;
 pub const REQUEST_ID_HEADER: &str = "x-cachet-request-id";
 pub const PREFIX_HEADER: &str = "x-cachet-prefix";
 pub const REWRITES_HEADER: &str = "x-cachet-rewrites";
+pub const TEAM_HEADER: &str = "x-cachet-team";
 
 /// The request's id (a UUIDv7: sortable by time), also sent back in `x-cachet-request-id`.
 #[derive(Debug, Clone)]

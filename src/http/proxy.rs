@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::{REWRITES_HEADER, RequestId};
+use super::{REWRITES_HEADER, RequestId, TEAM_HEADER};
 use crate::config::Upstream;
 use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
@@ -39,6 +39,7 @@ pub async fn handle(
         ex: Exchange::new(id.0, Instant::now()),
         armed: true,
     };
+    pending.ex.team = team(req.headers());
     let path = req.uri().path().to_owned();
     let Some((upstream, rest)) = app.resolve(&path) else {
         let err = ProxyError::UnknownMount(path.clone());
@@ -92,6 +93,13 @@ impl Drop for Unanswered<'_> {
 }
 
 const CLIENT_CLOSED: u16 = 499;
+
+/// `x-cachet-team`, when it is a short printable name (it lands in logs and, later, the ledger).
+fn team(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(TEAM_HEADER)?.to_str().ok()?.trim();
+    let printable = value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    (!value.is_empty() && value.len() <= 64 && printable).then(|| value.to_owned())
+}
 
 async fn forward(
     app: &AppState,
@@ -212,5 +220,24 @@ async fn read_limited(
             Err(ProxyError::BodyTooLarge { limit })
         }
         Err(err) => Err(ProxyError::BodyRead(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn team_names_must_be_short_and_printable() {
+        let with = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(TEAM_HEADER, HeaderValue::from_static(v));
+            team(&h)
+        };
+        assert_eq!(with(" search "), Some("search".into()));
+        assert_eq!(with(""), None);
+        assert_eq!(with("a\tb"), None);
+        assert_eq!(with(&*"x".repeat(65).leak()), None);
+        assert_eq!(team(&http::HeaderMap::new()), None);
     }
 }
