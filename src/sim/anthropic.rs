@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::Sim;
 use super::reply::{Reply, estimate_tokens, present};
 use super::wire::{
-    Dialect, SSE, SimError, ok_json, parse_object, require_str, sse_event, stream_response,
-    wants_stream,
+    Dialect, SSE, SimError, ok_json, parse_object, require_messages, require_str, sse_event,
+    stream_response, wants_stream,
 };
 
 const D: Dialect = Dialect::Anthropic;
@@ -48,6 +48,7 @@ async fn messages(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Response, 
         .get("max_tokens")
         .and_then(Value::as_u64)
         .ok_or_else(|| SimError::bad_request(D, "max_tokens: Field required"))?;
+    require_messages(D, &req, "messages")?;
     let input_tokens = estimate_tokens(&present(&req, &PROMPT));
     let message = Message {
         id: format!("msg_sim_{}", sim.next_id()),
@@ -65,6 +66,7 @@ async fn messages(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Response, 
 async fn count_tokens(body: Bytes) -> Result<Response, SimError> {
     let req = parse_object(D, &body)?;
     require_str(D, &req, "model")?;
+    require_messages(D, &req, "messages")?;
     let input_tokens = estimate_tokens(&present(&req, &PROMPT));
     Ok(ok_json(&json!({"input_tokens": input_tokens})))
 }
@@ -332,7 +334,15 @@ mod tests {
         let (mut no_max, _) = request();
         no_max.as_object_mut().unwrap().remove("max_tokens");
         let no_model = json!({"max_tokens": 5, "messages": []}).to_string();
-        for body in ["{oops".to_owned(), no_max.to_string(), no_model] {
+        let no_messages = json!({"model": "m", "max_tokens": 5}).to_string();
+        let empty = json!({"model": "m", "max_tokens": 5, "messages": []}).to_string();
+        for body in [
+            "{oops".to_owned(),
+            no_max.to_string(),
+            no_model,
+            no_messages,
+            empty,
+        ] {
             let res = call(&app, "POST", PATH, &[], &body).await;
             assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body}");
             let err = json_of(&res);

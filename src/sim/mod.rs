@@ -136,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn ids_count_up_per_router() {
         let app = super::router(0);
-        let req = r#"{"model":"m","messages":[]}"#;
+        let req = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
         let a = json_of(&call(&app, "POST", "/openai/v1/chat/completions", &[], req).await);
         let b = json_of(&call(&app, "POST", "/deepseek/chat/completions", &[], req).await);
         assert_eq!(a["id"], "chatcmpl-sim-1");

@@ -118,6 +118,25 @@ pub(crate) fn require_str<'a>(
     }
 }
 
+/// The field must be a non-empty array, as the real APIs require of `messages`.
+pub(crate) fn require_messages<'a>(
+    dialect: Dialect,
+    body: &'a Value,
+    field: &str,
+) -> Result<&'a [Value], SimError> {
+    match body.get(field).and_then(Value::as_array) {
+        Some(items) if !items.is_empty() => Ok(items),
+        Some(_) => Err(SimError::bad_request(
+            dialect,
+            format!("{field}: at least one message is required"),
+        )),
+        None => Err(SimError::bad_request(
+            dialect,
+            format!("{field}: field required (an array of messages)"),
+        )),
+    }
+}
+
 /// True when the request asks for a stream (`"stream": true`).
 pub(crate) fn wants_stream(body: &Value) -> bool {
     body.get("stream").and_then(Value::as_bool) == Some(true)

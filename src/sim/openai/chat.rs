@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::Ctx;
 use crate::sim::reply::{Reply, estimate_tokens, output_cap, present};
 use crate::sim::wire::{
-    Dialect, SSE, SimError, ok_json, parse_object, require_str, sse_event, stream_response,
-    wants_stream,
+    Dialect, SSE, SimError, ok_json, parse_object, require_messages, require_str, sse_event,
+    stream_response, wants_stream,
 };
 
 /// Identity shared by the completion and each of its chunks.
@@ -26,6 +26,7 @@ struct Head<'a> {
 pub(super) async fn handle(State(ctx): State<Ctx>, body: Bytes) -> Result<Response, SimError> {
     let req = parse_object(Dialect::OpenAi, &body)?;
     let model = require_str(Dialect::OpenAi, &req, "model")?;
+    require_messages(Dialect::OpenAi, &req, "messages")?;
     let prompt = estimate_tokens(&present(&req, &["tools", "messages"]));
     let cap = output_cap(&req, &["/max_completion_tokens", "/max_tokens"]);
     let reply = Reply::new(model, prompt, cap);
@@ -273,7 +274,15 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_are_openai_400s() {
         let app = crate::sim::router(0);
-        for body in ["{not json", r#"{"messages":[]}"#, r#"{"model":""}"#, "[]"] {
+        for body in [
+            "{not json",
+            r#"{"messages":[]}"#,
+            r#"{"model":""}"#,
+            "[]",
+            r#"{"model":"gpt-4o"}"#,
+            r#"{"model":"gpt-4o","messages":[]}"#,
+            r#"{"model":"gpt-4o","messages":"not a list"}"#,
+        ] {
             let res = call(&app, "POST", PATHS[0], &[], body).await;
             assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body}");
             let err = json_of(&res);
