@@ -32,6 +32,8 @@ pub struct Config {
     pub admin: Admin,
     pub pricing: PricingConfig,
     pub upstreams: Vec<Upstream>,
+    /// Things worth telling the operator that do not stop the start (ignored variables).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,8 +188,9 @@ impl Config {
             merge(&mut tree, parse_toml(text, "config file")?);
         }
         let mut errors = Vec::new();
-        apply_env(&mut tree, env, &mut errors);
-        let config = from_tree(tree, &mut errors);
+        let mut warnings = Vec::new();
+        apply_env(&mut tree, env, &mut errors, &mut warnings);
+        let config = from_tree(tree, &mut errors).map(|c| Config { warnings, ..c });
         match config {
             Some(config) if errors.is_empty() => Ok(config),
             _ => Err(ConfigErrors(errors)),
@@ -236,11 +239,17 @@ fn merge_upstream(list: &mut Vec<Value>, item: Value) {
 /// Applies `CACHET_SECTION__KEY=value` overrides. A value replaces a string as a string; where
 /// the current value is a number or boolean it is parsed as TOML, so `CACHET_X=123` cannot turn
 /// a token into an integer.
+///
+/// A variable whose first part names no setting (`CACHET_BIN`, a script's own variable) is not
+/// meant for cachet: it is ignored with a warning rather than stopping the start. Inside a known
+/// section an unknown key is still an error, as it is in a file.
 fn apply_env(
     tree: &mut Table,
     env: impl IntoIterator<Item = (String, String)>,
     errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) {
+    let known: BTreeSet<String> = tree.keys().cloned().collect();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("CACHET_") && k != "CACHET_CONFIG")
@@ -251,6 +260,10 @@ fn apply_env(
             .split("__")
             .map(str::to_ascii_lowercase)
             .collect();
+        if !known.contains(&path[0]) {
+            warnings.push(format!("{key}: not a cachet setting, ignored"));
+            continue;
+        }
         if path.iter().any(String::is_empty) {
             errors.push(format!("{key}: malformed variable name"));
             continue;
@@ -349,6 +362,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         admin: admin?,
         pricing: pricing?,
         upstreams,
+        warnings: Vec::new(),
     };
     validate(&config, errors);
     Some(config)

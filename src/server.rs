@@ -16,6 +16,9 @@ use crate::{http, sim, telemetry};
 pub async fn run_serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref(), listen)?;
     telemetry::init_tracing(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let state = AppState::new(config).map_err(anyhow::Error::msg)?;
     let listener = bind(state.config().listen).await?;
     let admin = match state.config().admin.listen {

@@ -142,11 +142,12 @@ base_url = "http://127.0.0.1:1"
 name = "nameless-provider"
 base_url = "http://127.0.0.1:1"
 "#;
-    let err = Config::load_from(Some(file), env(&[("CACHET_NOSECTION__X__Y", "1")])).unwrap_err();
+    let err = Config::load_from(Some(file), env(&[("CACHET_LIMITS__MAX_BODY", "1")])).unwrap_err();
     let text = err.to_string();
     for needle in [
         "listen:",
         "bogus: unknown key",
+        "limits.max_body: unknown field",
         "timeouts.connect:",
         "upstreams.openai.base_url:",
         "upstreams.other.provider:",
@@ -196,5 +197,24 @@ fn the_shipped_file_equals_the_built_in_defaults() {
         a.upstreams.len(),
         3,
         "loading the defaults over themselves changes nothing"
+    );
+}
+
+#[test]
+fn variables_that_name_no_setting_are_ignored_with_a_warning() {
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("CACHET_BIN", "target/debug/cachet"),
+            ("CACHET_SDK_LOG_DIR", "/tmp/x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.warnings,
+        [
+            "CACHET_BIN: not a cachet setting, ignored",
+            "CACHET_SDK_LOG_DIR: not a cachet setting, ignored"
+        ]
     );
 }
