@@ -192,7 +192,8 @@ async fn forward(
     let tap = Tap::new(upstream.provider, endpoint, framing, strip_usage_chunk);
     ex.post_head = head_at.elapsed();
     let (app, ex) = (app.clone(), ex.clone());
-    let body = ObservedBody::new(response, tap, move |observed| {
+    let idle = app.config().timeouts.idle;
+    let body = ObservedBody::new(response, tap, idle, move |observed| {
         app.telemetry().record_observed(&ex, &observed);
     });
     let mut out = Response::new(Body::new(body));

@@ -6,6 +6,7 @@
 //! body, which drops the upstream response and with it the upstream connection (generation
 //! stops). `Drop` then records the exchange as cancelled with the usage seen so far.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use http_body::{Body, Frame};
+use tokio::time::Sleep;
 
 use super::sse::{JsonArraySplitter, SseDecoder};
 use crate::config::ProviderKind;
@@ -222,6 +224,12 @@ pub struct Observed {
 
 pub struct ObservedBody {
     stream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    /// Longest silence allowed between two chunks (`timeouts.idle`).
+    idle: Duration,
+    idle_deadline: Pin<Box<Sleep>>,
+    /// The deadline is armed for the current wait; a wait starts when the client asks for
+    /// more, so a slow reader is never mistaken for a silent upstream.
+    waiting: bool,
     tap: Tap,
     on_end: Option<Box<dyn FnOnce(Observed) + Send>>,
     first_byte: Option<Instant>,
@@ -236,6 +244,7 @@ impl ObservedBody {
     pub fn new(
         response: reqwest::Response,
         tap: Tap,
+        idle: Duration,
         on_end: impl FnOnce(Observed) + Send + 'static,
     ) -> Self {
         let remaining = if tap.strip_usage_chunk {
@@ -245,6 +254,9 @@ impl ObservedBody {
         };
         let mut body = Self {
             stream: response.bytes_stream().boxed(),
+            idle,
+            idle_deadline: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
             tap,
             on_end: Some(Box::new(on_end)),
             first_byte: None,
@@ -296,9 +308,24 @@ impl Body for ObservedBody {
             if this.ended {
                 return Poll::Ready(None);
             }
-            match ready!(this.stream.try_poll_next_unpin(cx)) {
+            if !this.waiting {
+                this.waiting = true;
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.idle_deadline.as_mut().reset(deadline);
+            }
+            let next = match this.stream.try_poll_next_unpin(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    ready!(this.idle_deadline.as_mut().poll(cx));
+                    this.ended = true;
+                    this.end(Outcome::UpstreamError);
+                    return Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle)))));
+                }
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     let started = Instant::now();
+                    this.waiting = false;
                     this.first_byte.get_or_insert(started);
                     if let Some(remaining) = this.remaining.as_mut() {
                         *remaining = remaining.saturating_sub(chunk.len() as u64);
@@ -340,6 +367,11 @@ impl Body for ObservedBody {
         }
     }
 }
+
+/// The upstream went silent for longer than `timeouts.idle` in the middle of a body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing for {0:?}")]
+pub struct IdleTimeout(Duration);
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {

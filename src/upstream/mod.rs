@@ -3,7 +3,10 @@
 //! Network I/O towards providers happens here only. The client never follows redirects (the
 //! caller sees the provider's 3xx as sent), never decompresses (bytes pass through as they
 //! came), keeps `TCP_NODELAY` on (small SSE frames must not wait for Nagle), and has connect,
-//! first-byte and idle timeouts but no total timeout, so streams run as long as they flow.
+//! first-byte and idle timeouts but no total timeout, so streams run as long as they flow. The
+//! first-byte timeout bounds the wait for the response head (here); the idle timeout bounds
+//! each silence inside the body (`body.rs`), so a slow non-streamed answer is not cut short
+//! by the idle limit while the upstream is still thinking.
 
 pub mod body;
 pub mod headers;
@@ -43,7 +46,6 @@ impl UpstreamClient {
     pub fn new(timeouts: &Timeouts) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
-            .read_timeout(timeouts.idle)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)

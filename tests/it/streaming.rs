@@ -280,3 +280,52 @@ async fn a_client_that_gives_up_before_the_answer_is_still_recorded_once() {
     );
     assert_eq!(t.usage.input_uncached, 0, "no usage was seen");
 }
+
+#[tokio::test]
+async fn an_upstream_silent_past_the_idle_timeout_ends_the_stream() {
+    let mock = MockUpstream::start(|_| {
+        let body = fixture!("anthropic_messages.sse");
+        let cut = body.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+        Reply {
+            hang: true,
+            ..Reply::sse(&body[..cut], cut)
+        }
+    })
+    .await;
+    let proxy = TestProxy::in_front_of(&mock, "[timeouts]\nidle = \"300ms\"\n").await;
+    let r = client()
+        .post(proxy.url("/anthropic/v1/messages"))
+        .body("{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    assert!(
+        stream
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .starts_with(b"event: message_start")
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream ends");
+    assert!(
+        matches!(end, Some(Err(_)) | None),
+        "cut short, not completed: {end:?}"
+    );
+    eventually("upstream released", || {
+        mock.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually("recorded once", || {
+        totals_for(&proxy, "anthropic").requests == 1
+    })
+    .await;
+    assert_eq!(
+        totals_for(&proxy, "anthropic").usage.input_uncached,
+        50,
+        "usage seen before the silence"
+    );
+}

@@ -1,4 +1,8 @@
+use std::sync::{Arc, Mutex};
+
+use http_body_util::BodyExt;
 use proptest::prelude::*;
+use tokio::sync::mpsc;
 
 use super::*;
 
@@ -215,4 +219,51 @@ proptest! {
         let case = &all[which];
         prop_assert_eq!(run(case, strip, &cuts), run(case, strip, &[]));
     }
+}
+
+/// An upstream body fed by the test, chunk by chunk.
+fn fed_response() -> (mpsc::Sender<Bytes>, reqwest::Response) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let response = http::Response::new(reqwest::Body::wrap_stream(stream));
+    (tx, reqwest::Response::from(response))
+}
+
+#[tokio::test]
+async fn the_idle_clock_runs_only_while_the_client_waits_for_more() {
+    let (tx, response) = fed_response();
+    let seen = Arc::new(Mutex::new(None));
+    let sink = seen.clone();
+    let tap = Tap::new(ProviderKind::Openai, None, Framing::Opaque, false);
+    let mut body = ObservedBody::new(response, tap, Duration::from_millis(400), move |o| {
+        *sink.lock().unwrap() = Some(o.outcome);
+    });
+    tx.send(Bytes::from_static(b"one")).await.unwrap();
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "one"
+    );
+    // The client does not ask for more for longer than the idle timeout…
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // …then asks, and the upstream answers 100 ms later: no timeout.
+    let feeder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(Bytes::from_static(b"two")).await.unwrap();
+        tx
+    });
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "two"
+    );
+    // Now the upstream stays silent while the client waits: the stream fails.
+    let _tx = feeder.await.unwrap();
+    let end = body.frame().await.unwrap();
+    assert!(
+        end.unwrap_err()
+            .to_string()
+            .contains("upstream sent nothing")
+    );
+    assert_eq!(*seen.lock().unwrap(), Some(Outcome::UpstreamError));
 }
