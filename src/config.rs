@@ -339,15 +339,36 @@ fn typed_env_value(current: Option<&Value>, raw: &str) -> Value {
 }
 
 /// Reads each section on its own so that all type errors surface together.
+///
+/// A section that fails to parse is replaced by its default for the rest of the checks, so the
+/// semantic problems of every other section are reported in the same run.
 fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
-    let listen = section::<SocketAddr>(&mut tree, "listen", errors);
-    let limits = section::<Limits>(&mut tree, "limits", errors);
-    let timeouts = section::<Timeouts>(&mut tree, "timeouts", errors);
-    let shutdown = section::<Shutdown>(&mut tree, "shutdown", errors);
-    let usage = section::<UsageConfig>(&mut tree, "usage", errors);
-    let log = section::<LogConfig>(&mut tree, "log", errors);
-    let admin = section::<Admin>(&mut tree, "admin", errors);
-    let pricing = section::<PricingConfig>(&mut tree, "pricing", errors);
+    let mut defaults = parse_toml(DEFAULTS, "defaults").ok()?;
+    let mut section = |key: &str| SectionReader {
+        value: tree.remove(key),
+        default: defaults.remove(key),
+        key: key.to_owned(),
+    };
+    let (listen, limits, timeouts, shutdown) = (
+        section("listen"),
+        section("limits"),
+        section("timeouts"),
+        section("shutdown"),
+    );
+    let (usage, log, admin, pricing) = (
+        section("usage"),
+        section("log"),
+        section("admin"),
+        section("pricing"),
+    );
+    let listen = listen.read::<SocketAddr>(errors);
+    let limits = limits.read::<Limits>(errors);
+    let timeouts = timeouts.read::<Timeouts>(errors);
+    let shutdown = shutdown.read::<Shutdown>(errors);
+    let usage = usage.read::<UsageConfig>(errors);
+    let log = log.read::<LogConfig>(errors);
+    let admin = admin.read::<Admin>(errors);
+    let pricing = pricing.read::<PricingConfig>(errors);
     let upstreams = upstreams(tree.remove("upstreams"), errors);
     for key in tree.keys() {
         errors.push(format!("{key}: unknown key"));
@@ -368,15 +389,19 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     Some(config)
 }
 
-fn section<T: DeserializeOwned>(
-    tree: &mut Table,
-    key: &str,
-    errors: &mut Vec<String>,
-) -> Option<T> {
-    let value = tree
-        .remove(key)
-        .unwrap_or_else(|| Value::Table(Table::new()));
-    decode(value, key, errors)
+struct SectionReader {
+    value: Option<Value>,
+    default: Option<Value>,
+    key: String,
+}
+
+impl SectionReader {
+    /// The section as given, else (its error recorded) its default.
+    fn read<T: DeserializeOwned>(self, errors: &mut Vec<String>) -> Option<T> {
+        let value = self.value.unwrap_or_else(|| Value::Table(Table::new()));
+        decode(value, &self.key, errors)
+            .or_else(|| decode(self.default?, &self.key, &mut Vec::new()))
+    }
 }
 
 fn decode<T: DeserializeOwned>(value: Value, at: &str, errors: &mut Vec<String>) -> Option<T> {
@@ -389,7 +414,10 @@ fn decode<T: DeserializeOwned>(value: Value, at: &str, errors: &mut Vec<String>)
             } else {
                 format!("{at}.{inner}")
             };
-            errors.push(format!("{path}: {}", e.inner().to_string().trim()));
+            // toml appends "in `key`" on a second line; the path already says where.
+            let message = e.inner().to_string();
+            let first_line = message.lines().next().unwrap_or_default().trim().to_owned();
+            errors.push(format!("{path}: {first_line}"));
             None
         }
     }
@@ -409,18 +437,16 @@ fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
         let Some(raw) = decode::<RawUpstream>(item, &at, errors) else {
             continue;
         };
+        let base_url = parse_base_url(&raw.base_url)
+            .map_err(|msg| errors.push(format!("{at}.base_url: {msg}")));
         let Some(provider) = raw.provider.or_else(|| ProviderKind::from_name(&raw.name)) else {
             errors.push(format!(
                 "{at}.provider: missing (anthropic, openai, gemini, deepseek, openai-compatible)"
             ));
             continue;
         };
-        let base_url = match parse_base_url(&raw.base_url) {
-            Ok(url) => url,
-            Err(msg) => {
-                errors.push(format!("{at}.base_url: {msg}"));
-                continue;
-            }
+        let Ok(base_url) = base_url else {
+            continue;
         };
         let mount = raw.mount.unwrap_or_else(|| format!("/{}", raw.name));
         out.push(Upstream {

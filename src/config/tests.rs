@@ -218,3 +218,25 @@ fn variables_that_name_no_setting_are_ignored_with_a_warning() {
         ]
     );
 }
+
+#[test]
+fn a_section_that_fails_to_parse_does_not_hide_problems_elsewhere() {
+    let err = Config::load_from(
+        None,
+        env(&[
+            ("CACHET_LIMITS__MAX_BODY_BYTES", "abc"),
+            ("CACHET_TIMEOUTS__CONNECT", "0s"),
+            ("CACHET_UPSTREAMS__X__BASE_URL", "nope"),
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.0,
+        [
+            "limits.max_body_bytes: invalid type: string \"abc\", expected usize",
+            "upstreams.x.base_url: \"nope\": relative URL without a base",
+            "upstreams.x.provider: missing (anthropic, openai, gemini, deepseek, openai-compatible)",
+            "timeouts.connect: must be greater than 0s",
+        ]
+    );
+}
