@@ -15,7 +15,7 @@ const DOCUMENT: &str = "cachet keeps long prompts byte-stable so that providers 
 pub async fn run(listen: SocketAddr, once: bool) -> anyhow::Result<()> {
     let sim_listener = server::bind("127.0.0.1:0".parse()?).await?;
     let sim_addr = sim_listener.local_addr()?;
-    let sim_server = axum::serve(sim_listener, sim::router(2));
+    let sim_server = axum::serve(server::nodelay(sim_listener), sim::router(2));
     let sim_task = tokio::spawn(async move { sim_server.await });
 
     let env = [

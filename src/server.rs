@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,10 +40,19 @@ pub async fn run_sim(listen: SocketAddr, replicas: usize) -> anyhow::Result<()> 
     });
     let listener = bind(listen).await?;
     tracing::info!(%listen, replicas, "cachet sim serving");
-    axum::serve(listener, sim::router(replicas))
+    axum::serve(nodelay(listener), sim::router(replicas))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off. SSE events are small writes spaced out in
+/// time: with Nagle on, each waits for the client's delayed ACK (40 ms on Linux).
+pub fn nodelay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        // Failing only costs latency; the connection still works.
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -64,12 +74,12 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let main = axum::serve(listener, http::app(state.clone()))
+    let main = axum::serve(nodelay(listener), http::app(state.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let admin_server = async {
         match admin {
             Some(l) => {
-                axum::serve(l, http::admin_app(state.clone()))
+                axum::serve(nodelay(l), http::admin_app(state.clone()))
                     .with_graceful_shutdown(stopped(stop_rx.clone()))
                     .await
             }

@@ -9,7 +9,9 @@ use crate::common::*;
 async fn every_dialect_through_the_proxy_to_the_simulator() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, cachet::sim::router(1)).await });
+    tokio::spawn(async move {
+        axum::serve(cachet::server::nodelay(listener), cachet::sim::router(1)).await
+    });
     let proxy = TestProxy::spawn(&format!(
         r#"
 [[upstreams]]
