@@ -70,6 +70,7 @@ pub async fn serve(
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let _upkeep = UpkeepTask(tokio::spawn(metrics_upkeep(state.clone())));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -107,6 +108,25 @@ pub async fn serve(
             tracing::warn!("shutdown grace expired with requests still in flight; closing them");
             Ok(())
         }
+    }
+}
+
+/// The Prometheus recorder keeps histogram samples until upkeep folds them in; without a
+/// scraper calling `/metrics`, memory would grow with every request.
+async fn metrics_upkeep(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        state.metrics().run_upkeep();
+    }
+}
+
+/// Stops the upkeep task when `serve` returns, however it returns.
+struct UpkeepTask(tokio::task::JoinHandle<()>);
+
+impl Drop for UpkeepTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
