@@ -1,38 +1,61 @@
-//! The client's request body: its original bytes plus an editable JSON tree.
+//! The client's request body: its original bytes plus, when an edit needs it, a JSON tree.
 //!
-//! A request that needs no rewrite is forwarded as the exact bytes the client sent. Only a
-//! named edit that reports a change marks the envelope dirty; a dirty envelope is serialised
-//! with `preserve_order`, so every field the proxy does not understand and the key order of
-//! every object survive.
+//! A request that needs no rewrite is forwarded as the exact bytes the client sent. Reading it
+//! costs one pass that checks the whole body is JSON and keeps only the few top-level fields
+//! the caller names (model, stream, …); the full tree is built only when a named edit needs it.
+//! An edit that reports a change marks the envelope dirty; a dirty envelope is serialised with
+//! `preserve_order`, so every field the proxy does not understand and the key order of every
+//! object survive.
+
+use std::fmt;
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 #[derive(Debug, Clone)]
 pub struct Envelope {
     original: Bytes,
-    json: Value,
+    /// The named top-level fields, as found in `original`.
+    head: Map<String, Value>,
+    /// The whole body, once an edit asked for it.
+    tree: Option<Value>,
     dirty: bool,
 }
 
 impl Envelope {
-    /// Parses a JSON body; the error names the line and column.
-    pub fn parse(original: Bytes) -> Result<Self, serde_json::Error> {
-        let json = serde_json::from_slice(&original)?;
+    /// Checks that `original` is one JSON document and keeps its top-level `fields`; the error
+    /// names the line and column.
+    pub fn parse(original: Bytes, fields: &[&str]) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(&original);
+        let head = Pick { fields }.deserialize(&mut de)?;
+        de.end()?;
         Ok(Self {
             original,
-            json,
+            head,
+            tree: None,
             dirty: false,
         })
     }
 
-    pub fn json(&self) -> &Value {
-        &self.json
+    /// A top-level field named at parse time (or, after an edit, any top-level field).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        match &self.tree {
+            Some(tree) => tree.get(name),
+            None => self.head.get(name),
+        }
     }
 
     /// Applies one named edit; `edit` returns whether it changed anything.
     pub fn edit(&mut self, edit: impl FnOnce(&mut Value) -> bool) -> bool {
-        let changed = edit(&mut self.json);
+        if self.tree.is_none() {
+            // Cannot fail: `parse` has read these bytes as JSON already.
+            match serde_json::from_slice(&self.original) {
+                Ok(tree) => self.tree = Some(tree),
+                Err(_) => return false,
+            }
+        }
+        let changed = self.tree.as_mut().is_some_and(edit);
         self.dirty |= changed;
         changed
     }
@@ -43,33 +66,184 @@ impl Envelope {
 
     /// The bytes to send upstream: the original ones unless an edit changed the tree.
     pub fn into_bytes(self) -> Result<Bytes, serde_json::Error> {
-        if !self.dirty {
-            return Ok(self.original);
+        match self.tree {
+            Some(tree) if self.dirty => serde_json::to_vec(&tree).map(Bytes::from),
+            _ => Ok(self.original),
         }
-        serde_json::to_vec(&self.json).map(Bytes::from)
     }
+}
+
+/// Reads one JSON value, keeping the named top-level fields of an object (the last of
+/// duplicates wins, as in a full parse) and skipping everything else without building it.
+struct Pick<'f> {
+    fields: &'f [&'f str],
+}
+
+impl<'de> DeserializeSeed<'de> for Pick<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pick<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut head = Map::new();
+        while let Some(key) = map.next_key_seed(Key {
+            fields: self.fields,
+        })? {
+            match key {
+                Some(name) => {
+                    head.insert(name.to_owned(), map.next_value()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(head)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Map::new())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Map::new())
+    }
+}
+
+/// A key: which of the wanted fields it is, if any (escaped keys included).
+struct Key<'f> {
+    fields: &'f [&'f str],
+}
+
+impl<'de, 'f> DeserializeSeed<'de> for Key<'f> {
+    type Value = Option<&'f str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'f> Visitor<'_> for Key<'f> {
+    type Value = Option<&'f str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.fields.iter().find(|f| **f == key).copied())
+    }
+}
+
+/// One top-level field of a JSON document (a response body's `usage`, say), read without
+/// building the rest; `None` when absent or when the bytes are not JSON.
+pub fn top_level_field(bytes: &[u8], name: &str) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut head = Pick { fields: &[name] }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    head.remove(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const FIELDS: &[&str] = &["model", "stream"];
+
     #[test]
     fn untouched_bodies_keep_their_bytes_and_edits_keep_key_order() {
         let raw = b"{ \"z\": 1,\n  \"a\": {\"y\": 2.50, \"b\": null} }";
-        let env = Envelope::parse(Bytes::from_static(raw)).unwrap();
+        let env = Envelope::parse(Bytes::from_static(raw), FIELDS).unwrap();
         assert_eq!(env.clone().into_bytes().unwrap().as_ref(), raw);
         let mut env = env;
         assert!(!env.edit(|_| false));
         assert!(!env.is_dirty());
+        assert_eq!(
+            env.clone().into_bytes().unwrap().as_ref(),
+            raw,
+            "a no-op edit keeps the bytes"
+        );
         assert!(env.edit(|v| {
             v.as_object_mut()
                 .map(|o| o.insert("k".into(), Value::Bool(true)))
                 .is_some()
         }));
+        assert_eq!(env.field("k"), Some(&Value::Bool(true)));
         assert_eq!(
             env.into_bytes().unwrap().as_ref(),
             br#"{"z":1,"a":{"y":2.5,"b":null},"k":true}"#
         );
+    }
+
+    #[test]
+    fn only_named_fields_are_kept_and_the_whole_body_must_be_json() {
+        let env = Envelope::parse(
+            Bytes::from_static(br#"{"messages":[{"model":"inner"}],"mod\u0065l":"gpt","stream":true,"model":"last"}"#),
+            FIELDS,
+        )
+        .unwrap();
+        assert_eq!(
+            env.field("model"),
+            Some(&Value::from("last")),
+            "escaped keys match; the last duplicate wins"
+        );
+        assert_eq!(env.field("stream"), Some(&Value::Bool(true)));
+        assert_eq!(env.field("messages"), None, "not kept");
+        for bad in [
+            &b"{\"model\":\"m\""[..],
+            b"{} x",
+            b"",
+            b"{\"a\":tru}",
+            b"[1,]",
+        ] {
+            assert!(
+                Envelope::parse(Bytes::copy_from_slice(bad), FIELDS).is_err(),
+                "{bad:?}"
+            );
+        }
+        for other in [
+            &b"[1,{\"model\":2}]"[..],
+            b"\"s\"",
+            b"3",
+            b"null",
+            b" true ",
+        ] {
+            let env = Envelope::parse(Bytes::copy_from_slice(other), FIELDS).unwrap();
+            assert_eq!(env.field("model"), None);
+        }
+    }
+
+    #[test]
+    fn a_single_field_can_be_read_from_a_response() {
+        let body = br#"{"id":"x","choices":[{"usage":1}],"usage":{"prompt_tokens":3}}"#;
+        assert_eq!(top_level_field(body, "usage").unwrap()["prompt_tokens"], 3);
+        assert_eq!(top_level_field(body, "nope"), None);
+        assert_eq!(top_level_field(b"{\"usage\":", "usage"), None);
     }
 }

@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::config::ProviderKind;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, top_level_field};
 use crate::usage::UsagePatch;
 
 /// The error shape a caller understands.
@@ -125,8 +125,11 @@ pub struct RequestInfo {
     pub stream: bool,
 }
 
+/// The top-level request fields the proxy reads; the rest of a body is only validated.
+pub const HEAD_FIELDS: &[&str] = &["model", "stream", "stream_options"];
+
 pub fn request_info(endpoint: &Endpoint, env: Option<&Envelope>) -> RequestInfo {
-    let json = env.map(Envelope::json);
+    let field = |name: &str| env.and_then(|e| e.field(name));
     match endpoint {
         Endpoint::GeminiGenerate { model, stream } => RequestInfo {
             model: Some(model.clone()),
@@ -137,36 +140,31 @@ pub fn request_info(endpoint: &Endpoint, env: Option<&Envelope>) -> RequestInfo 
             stream: false,
         },
         Endpoint::GeminiCachedContents => RequestInfo {
-            model: json
-                .and_then(|j| j.get("model"))
+            model: field("model")
                 .and_then(Value::as_str)
                 .map(|m| m.trim_start_matches("models/").to_owned()),
             stream: false,
         },
         _ => RequestInfo {
-            model: json
-                .and_then(|j| j.get("model"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            stream: json
-                .and_then(|j| j.get("stream"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            model: field("model").and_then(Value::as_str).map(str::to_owned),
+            stream: field("stream").and_then(Value::as_bool).unwrap_or(false),
         },
     }
 }
 
-/// Usage reported by a complete (non-streamed) JSON response body.
+/// Usage reported by a complete (non-streamed) JSON response body. Only the usage field is
+/// built; the rest of the body (the generated text) is skipped over.
 pub fn usage_from_body(
     provider: ProviderKind,
     endpoint: &Endpoint,
-    body: &Value,
+    body: &[u8],
 ) -> Option<UsagePatch> {
+    let field = |name| top_level_field(body, name);
     match endpoint {
-        Endpoint::Chat => chat_usage(provider, body.get("usage")?),
-        Endpoint::Responses => openai::responses_usage(body.get("usage")?),
-        Endpoint::AnthropicMessages => anthropic::usage(body.get("usage")?),
-        Endpoint::GeminiGenerate { .. } => gemini::usage(body.get("usageMetadata")?),
+        Endpoint::Chat => chat_usage(provider, &field("usage")?),
+        Endpoint::Responses => openai::responses_usage(&field("usage")?),
+        Endpoint::AnthropicMessages => anthropic::usage(&field("usage")?),
+        Endpoint::GeminiGenerate { .. } => gemini::usage(&field("usageMetadata")?),
         _ => None,
     }
 }

@@ -116,13 +116,14 @@ pub fn responses_event(event: Option<&str>, data: &[u8]) -> Option<UsagePatch> {
 /// Asks a chat stream for its usage chunk when the client did not (`usage.inject_include_usage`).
 /// Returns true when the body was changed: the proxy must then drop that chunk again.
 pub fn request_stream_usage(env: &mut Envelope) -> bool {
-    let asked = env
-        .json()
-        .get("stream_options")
+    let options = env.field("stream_options");
+    let asked = options
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if asked {
+    // A stream_options that is neither an object nor null is the client's error to hear
+    // from upstream: leave the body alone (and its bytes unparsed).
+    if asked || options.is_some_and(|o| !o.is_object() && !o.is_null()) {
         return false;
     }
     env.edit(|json| {
@@ -150,6 +151,15 @@ pub fn request_stream_usage(env: &mut Envelope) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Envelope {
+        fn parse_head(body: &[u8]) -> Result<Self, serde_json::Error> {
+            Envelope::parse(
+                bytes::Bytes::copy_from_slice(body),
+                crate::dialect::HEAD_FIELDS,
+            )
+        }
+    }
 
     #[test]
     fn chat_usage_subtracts_cached_and_written_tokens_from_prompt_tokens() {
@@ -217,17 +227,15 @@ mod tests {
     #[test]
     fn stream_usage_is_requested_only_when_the_client_did_not() {
         let mut env =
-            Envelope::parse(br#"{"model":"m","stream":true,"messages":[]}"#.as_slice().into())
+            Envelope::parse_head(br#"{"model":"m","stream":true,"messages":[]}"#.as_slice())
                 .unwrap();
         assert!(request_stream_usage(&mut env));
         assert_eq!(
             env.into_bytes().unwrap().as_ref(),
             br#"{"model":"m","stream":true,"messages":[],"stream_options":{"include_usage":true}}"#
         );
-        let mut env = Envelope::parse(
-            br#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#
-                .as_slice()
-                .into(),
+        let mut env = Envelope::parse_head(
+            br#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#,
         )
         .unwrap();
         assert!(request_stream_usage(&mut env));
@@ -236,21 +244,21 @@ mod tests {
             br#"{"stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true}}"#
         );
         let mut env =
-            Envelope::parse(br#"{"stream":true,"stream_options":null}"#.as_slice().into()).unwrap();
+            Envelope::parse_head(br#"{"stream":true,"stream_options":null}"#.as_slice()).unwrap();
         assert!(request_stream_usage(&mut env));
         assert_eq!(
             env.into_bytes().unwrap().as_ref(),
             br#"{"stream":true,"stream_options":{"include_usage":true}}"#
         );
         let mut env =
-            Envelope::parse(br#"{"stream":true,"stream_options":5}"#.as_slice().into()).unwrap();
+            Envelope::parse_head(br#"{"stream":true,"stream_options":5}"#.as_slice()).unwrap();
         assert!(
             !request_stream_usage(&mut env),
             "an invalid field is left for the upstream to reject"
         );
         assert!(!env.is_dirty());
         let original = br#"{"stream": true, "stream_options": {"include_usage": true}}"#;
-        let mut env = Envelope::parse(original.as_slice().into()).unwrap();
+        let mut env = Envelope::parse_head(original.as_slice()).unwrap();
         assert!(!request_stream_usage(&mut env));
         assert_eq!(
             env.into_bytes().unwrap().as_ref(),

@@ -127,7 +127,8 @@ async fn forward(
     let (body, info) = match json_route {
         Some(route) => {
             let limit = app.config().limits.max_body_bytes;
-            let mut env = Envelope::parse(read_limited(body, &parts.headers, limit).await?)
+            let body = read_limited(body, &parts.headers, limit).await?;
+            let mut env = Envelope::parse(body, dialect::HEAD_FIELDS)
                 .map_err(|e| ProxyError::BadJson(e.to_string()))?;
             let info = dialect::request_info(route, Some(&env));
             if *route == Endpoint::Chat && info.stream && app.config().usage.inject_include_usage {

@@ -155,13 +155,9 @@ impl Tap {
         };
         match self.framing {
             Framing::Json if !self.lost => {
-                match serde_json::from_slice::<serde_json::Value>(&self.json) {
-                    Ok(body) => {
-                        if let Some(p) = dialect::usage_from_body(self.provider, endpoint, &body) {
-                            self.acc.apply(p);
-                        }
-                    }
-                    Err(_) => self.lost = true,
+                match dialect::usage_from_body(self.provider, endpoint, &self.json) {
+                    Some(p) => self.acc.apply(p),
+                    None => self.lost = true,
                 }
                 self.json = Vec::new();
                 Bytes::new()
