@@ -24,6 +24,8 @@ const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/dashboard
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Serving threads; 0 = one per core.
+    pub workers: usize,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub shutdown: Shutdown,
@@ -349,6 +351,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         default: defaults.remove(key),
         key: key.to_owned(),
     };
+    let workers = section("workers");
     let (listen, limits, timeouts, shutdown) = (
         section("listen"),
         section("limits"),
@@ -362,6 +365,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         section("pricing"),
     );
     let listen = listen.read::<SocketAddr>(errors);
+    let workers = workers.read::<usize>(errors);
     let limits = limits.read::<Limits>(errors);
     let timeouts = timeouts.read::<Timeouts>(errors);
     let shutdown = shutdown.read::<Shutdown>(errors);
@@ -375,6 +379,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     }
     let config = Config {
         listen: listen?,
+        workers: workers?,
         limits: limits?,
         timeouts: timeouts?,
         shutdown: shutdown?,

@@ -26,6 +26,7 @@ pub mod state;
 pub mod telemetry;
 pub mod upstream;
 pub mod usage;
+pub mod workers;
 
 pub use http::app;
 pub use state::AppState;

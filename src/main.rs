@@ -46,7 +46,9 @@ enum Command {
     },
 }
 
-#[tokio::main]
+// Requests are served on per-core worker threads (`cachet::workers`); this runtime only runs
+// the control plane: signals, draining, metrics upkeep.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

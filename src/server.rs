@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::state::AppState;
+use crate::workers::{self, Workers};
 use crate::{http, sim, telemetry};
 
 /// `cachet serve`.
@@ -40,9 +41,17 @@ pub async fn run_sim(listen: SocketAddr, replicas: usize) -> anyhow::Result<()> 
     });
     let listener = bind(listen).await?;
     tracing::info!(%listen, replicas, "cachet sim serving");
-    axum::serve(nodelay(listener), sim::router(replicas))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (workers, _abort) = Workers::start(
+        "cachet-sim",
+        listener,
+        sim::router(replicas),
+        workers::count(0),
+        &stop_rx,
+    )?;
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    workers.join().await?;
     Ok(())
 }
 
@@ -63,7 +72,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503 at once, the listeners
 /// close after `shutdown.drain_delay`, and in-flight requests and streams get `shutdown.grace`
-/// to finish before the process gives up on them.
+/// to finish before they are cut. Requests are served on `workers` threads (see `workers`);
+/// the caller's runtime keeps the housekeeping.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -72,22 +82,31 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let _upkeep = UpkeepTask(tokio::spawn(metrics_upkeep(state.clone())));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
+    let n = workers::count(state.config().workers);
+    let (main, abort_main) =
+        Workers::start("cachet", listener, http::app(state.clone()), n, &stop_rx)?;
+    let admin = match admin {
+        Some(l) => Some(Workers::start(
+            "cachet-admin",
+            l,
+            http::admin_app(state.clone()),
+            1,
+            &stop_rx,
+        )?),
+        None => None,
     };
-    let main = axum::serve(nodelay(listener), http::app(state.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let admin_server = async {
-        match admin {
-            Some(l) => {
-                axum::serve(nodelay(l), http::admin_app(state.clone()))
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .await
-            }
+    let (admin, abort_admin) = match admin {
+        Some((w, a)) => (Some(w), Some(a)),
+        None => (None, None),
+    };
+    let servers = async move {
+        let a = main.join().await;
+        let b = match admin {
+            Some(w) => w.join().await,
             None => Ok(()),
-        }
+        };
+        a.and(b)
     };
-    let servers = async { tokio::try_join!(main.into_future(), admin_server).map(|_| ()) };
     tokio::pin!(servers);
     tokio::pin!(shutdown);
     tokio::select! {
@@ -106,6 +125,10 @@ pub async fn serve(
         result = &mut servers => result,
         () = tokio::time::sleep(shutdown_cfg.grace) => {
             tracing::warn!("shutdown grace expired with requests still in flight; closing them");
+            abort_main.now();
+            if let Some(a) = abort_admin {
+                a.now();
+            }
             Ok(())
         }
     }

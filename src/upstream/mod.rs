@@ -12,6 +12,8 @@ pub mod body;
 pub mod headers;
 pub mod sse;
 
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,10 +23,18 @@ use reqwest::Url;
 use crate::config::{Timeouts, Upstream};
 use crate::error::ProxyError;
 
+/// The upstream HTTP client. Each serving thread has its own pool of upstream connections
+/// (see `workers`): a connection is then driven by the thread that uses it, with no
+/// cross-thread wake-ups on the request path.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    http: reqwest::Client,
-    first_byte: Duration,
+    timeouts: Timeouts,
+    /// Identifies this client's pools; they are dropped once the client is gone.
+    alive: Arc<()>,
+}
+
+thread_local! {
+    static POOLS: RefCell<Vec<(Weak<()>, reqwest::Client)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What to send: the target is `{base_url}{path_and_query}`.
@@ -44,16 +54,26 @@ pub enum OutgoingBody {
 
 impl UpstreamClient {
     pub fn new(timeouts: &Timeouts) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        // Build one now so that a client that cannot be built fails at startup.
+        build(timeouts)?;
         Ok(Self {
-            http,
-            first_byte: timeouts.first_byte,
+            timeouts: timeouts.clone(),
+            alive: Arc::new(()),
+        })
+    }
+
+    /// This thread's pool.
+    fn http(&self) -> Result<reqwest::Client, ProxyError> {
+        POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            let mine = Arc::downgrade(&self.alive);
+            if let Some((_, client)) = pools.iter().find(|(id, _)| id.ptr_eq(&mine)) {
+                return Ok(client.clone());
+            }
+            pools.retain(|(id, _)| id.strong_count() > 0);
+            let client = build(&self.timeouts).map_err(|e| ProxyError::Internal(e.to_string()))?;
+            pools.push((mine, client.clone()));
+            Ok(client)
         })
     }
 
@@ -69,21 +89,32 @@ impl UpstreamClient {
                 detail,
             }
         })?;
-        let request = self.http.request(out.method, url).headers(out.headers);
+        let request = self.http()?.request(out.method, url).headers(out.headers);
         let request = match out.body {
             OutgoingBody::Empty => request,
             OutgoingBody::Bytes(b) => request.body(b),
             OutgoingBody::Stream(s) => request.body(s),
         };
-        match tokio::time::timeout(self.first_byte, request.send()).await {
+        let first_byte = self.timeouts.first_byte;
+        match tokio::time::timeout(first_byte, request.send()).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(classify_error(&upstream.name, &err)),
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 upstream: upstream.name.clone(),
-                seconds: self.first_byte.as_secs_f64(),
+                seconds: first_byte.as_secs_f64(),
             }),
         }
     }
+}
+
+fn build(timeouts: &Timeouts) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 fn classify_error(upstream: &str, err: &reqwest::Error) -> ProxyError {
