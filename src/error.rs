@@ -86,6 +86,14 @@ impl IntoResponse for DialectError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(ERROR_HEADER, HeaderValue::from_static(label));
+        if matches!(
+            self.error,
+            ProxyError::BodyTooLarge { .. } | ProxyError::BodyRead(_)
+        ) {
+            // The rest of the request body was never read: the connection cannot carry another
+            // request, and a client that reused it would fail on its next call.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

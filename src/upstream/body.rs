@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use http_body::{Body, Frame};
@@ -231,6 +231,8 @@ pub struct ObservedBody {
     first_byte: Option<Instant>,
     relay_overhead: Duration,
     ended: bool,
+    /// The upstream's end (or error), seen while coalescing, for the next poll.
+    deferred: Option<Option<Result<Bytes, reqwest::Error>>>,
     /// Bytes still owed by a response with a `content-length`: hyper stops polling once it has
     /// them all, so the end must be noticed here rather than from the stream's `None`.
     remaining: Option<u64>,
@@ -258,6 +260,7 @@ impl ObservedBody {
             first_byte: None,
             relay_overhead: Duration::ZERO,
             ended: false,
+            deferred: None,
             remaining,
         };
         if body.remaining == Some(0) {
@@ -265,6 +268,19 @@ impl ObservedBody {
             let _ = body.complete();
         }
         body
+    }
+
+    /// Nothing from upstream yet: waits, with the idle timeout armed for this wait.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.idle;
+            self.idle_deadline.as_mut().reset(deadline);
+        }
+        ready!(self.idle_deadline.as_mut().poll(cx));
+        self.ended = true;
+        self.end(Outcome::UpstreamError);
+        Poll::Ready(Some(Err(Box::new(IdleTimeout(self.idle)))))
     }
 
     /// Reads what the tap still holds and reports the end; returns bytes still owed.
@@ -295,28 +311,27 @@ impl Body for ObservedBody {
     type Data = Bytes;
     type Error = BoxError;
 
+    /// Forwards what the upstream has sent, coalescing the pieces that are already here into
+    /// one frame (hyper's client yields each chunk of a chunked body separately, and an SSE
+    /// stream's events often arrive together): one write to the client instead of one per
+    /// event, never waiting for more than is ready.
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let mut out = Coalesced::default();
         loop {
             if this.ended {
-                return Poll::Ready(None);
+                return Poll::Ready(out.into_frame());
             }
-            if !this.waiting {
-                this.waiting = true;
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.idle_deadline.as_mut().reset(deadline);
-            }
-            let next = match this.stream.try_poll_next_unpin(cx) {
-                Poll::Ready(next) => next,
-                Poll::Pending => {
-                    ready!(this.idle_deadline.as_mut().poll(cx));
-                    this.ended = true;
-                    this.end(Outcome::UpstreamError);
-                    return Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle)))));
-                }
+            let next = match this.deferred.take() {
+                Some(next) => next,
+                None => match this.stream.try_poll_next_unpin(cx) {
+                    Poll::Ready(next) => next,
+                    Poll::Pending if !out.is_empty() => return Poll::Ready(out.into_frame()),
+                    Poll::Pending => return this.poll_idle(cx),
+                },
             };
             match next {
                 Some(Ok(chunk)) => {
@@ -326,15 +341,19 @@ impl Body for ObservedBody {
                     if let Some(remaining) = this.remaining.as_mut() {
                         *remaining = remaining.saturating_sub(chunk.len() as u64);
                     }
-                    let mut out = this.tap.observe(chunk);
+                    out.push(this.tap.observe(chunk));
                     this.relay_overhead += started.elapsed();
                     if this.remaining == Some(0) {
                         // Nothing owed after a content-length body (strip mode has none).
-                        let _ = this.complete();
+                        out.push(this.complete());
+                    } else if out.len() >= COALESCE_MAX {
+                        return Poll::Ready(out.into_frame());
                     }
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut out)))));
-                    }
+                }
+                // Deliver what is already here first; the end comes on the next poll.
+                end if !out.is_empty() => {
+                    this.deferred = Some(end);
+                    return Poll::Ready(out.into_frame());
                 }
                 Some(Err(err)) => {
                     this.ended = true;
@@ -342,11 +361,8 @@ impl Body for ObservedBody {
                     return Poll::Ready(Some(Err(Box::new(err))));
                 }
                 None => {
-                    let rest = this.complete();
-                    if !rest.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(rest))));
-                    }
-                    return Poll::Ready(None);
+                    out.push(this.complete());
+                    return Poll::Ready(out.into_frame());
                 }
             }
         }
@@ -361,6 +377,52 @@ impl Body for ObservedBody {
             Some(n) if !self.ended => http_body::SizeHint::with_exact(n),
             _ => http_body::SizeHint::default(),
         }
+    }
+}
+
+/// Largest frame built from pieces that arrived together.
+const COALESCE_MAX: usize = 64 << 10;
+
+/// Pieces of body joined into one frame; a single piece is passed on without a copy.
+#[derive(Default)]
+struct Coalesced {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+}
+
+impl Coalesced {
+    fn push(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        match (&mut self.more, self.first.take()) {
+            (Some(buf), _) => buf.extend_from_slice(&piece),
+            (None, None) => self.first = Some(piece),
+            (None, Some(first)) => {
+                let mut buf = BytesMut::with_capacity(first.len() + piece.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&piece);
+                self.more = Some(buf);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.more.as_ref().map_or(0, BytesMut::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame to return: `None` (end of body) when there is nothing.
+    fn into_frame(self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let bytes = match (self.first, self.more) {
+            (_, Some(buf)) => buf.freeze(),
+            (Some(first), None) => first,
+            (None, None) => return None,
+        };
+        Some(Ok(Frame::data(bytes)))
     }
 }
 

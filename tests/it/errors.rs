@@ -161,6 +161,16 @@ async fn bodies_over_the_limit_are_413_on_modelled_routes() {
     assert_gemini_shape(&body, 413);
     assert!(mock.requests().is_empty());
 
+    // The unread rest of the body makes the connection unusable: the client is told so.
+    let r = http
+        .post(proxy.url("/openai/v1/chat/completions"))
+        .body("x".repeat(4096))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["connection"], "close");
+
     // Exactly at the limit is fine.
     let filler = 2048 - "{\"model\":\"m\",\"pad\":\"\"}".len();
     let at_limit = format!("{{\"model\":\"m\",\"pad\":\"{}\"}}", "y".repeat(filler));

@@ -267,3 +267,27 @@ async fn the_idle_clock_runs_only_while_the_client_waits_for_more() {
     );
     assert_eq!(*seen.lock().unwrap(), Some(Outcome::UpstreamError));
 }
+
+#[tokio::test]
+async fn pieces_that_arrived_together_go_out_as_one_frame_and_the_end_follows() {
+    let (tx, response) = fed_response();
+    let seen = Arc::new(Mutex::new(None));
+    let sink = seen.clone();
+    let tap = Tap::new(ProviderKind::Openai, None, Framing::Opaque, false);
+    let mut body = ObservedBody::new(response, tap, Duration::from_secs(5), move |o| {
+        *sink.lock().unwrap() = Some(o.outcome);
+    });
+    for piece in ["data: 1\n\n", "data: 2\n\n", "data: 3\n\n"] {
+        tx.send(Bytes::from_static(piece.as_bytes())).await.unwrap();
+    }
+    drop(tx);
+    let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(frame, "data: 1\n\ndata: 2\n\ndata: 3\n\n");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        None,
+        "the end is reported after the data is delivered"
+    );
+    assert!(body.frame().await.is_none());
+    assert_eq!(*seen.lock().unwrap(), Some(Outcome::Complete));
+}
