@@ -291,3 +291,42 @@ async fn pieces_that_arrived_together_go_out_as_one_frame_and_the_end_follows() 
     assert!(body.frame().await.is_none());
     assert_eq!(*seen.lock().unwrap(), Some(Outcome::Complete));
 }
+
+/// Like hyper's client body: each piece needs one more turn of the scheduler.
+struct OneTurnPerPiece {
+    pieces: Vec<&'static str>,
+    turn: bool,
+}
+
+impl futures_util::Stream for OneTurnPerPiece {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.pieces.is_empty() {
+            return Poll::Ready(None);
+        }
+        self.turn = !self.turn;
+        if self.turn {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let piece = self.pieces.remove(0);
+        Poll::Ready(Some(Ok(Bytes::from_static(piece.as_bytes()))))
+    }
+}
+
+#[tokio::test]
+async fn pieces_handed_over_one_turn_at_a_time_are_still_joined() {
+    let stream = OneTurnPerPiece {
+        pieces: vec!["a", "b", "c", "d"],
+        turn: false,
+    };
+    let response = reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)));
+    let tap = Tap::new(ProviderKind::Openai, None, Framing::Opaque, false);
+    let mut body = ObservedBody::new(response, tap, Duration::from_secs(5), |_| {});
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "abcd"
+    );
+    assert!(body.frame().await.is_none());
+}
