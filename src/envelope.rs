@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone)]
 pub struct Envelope {
     original: Bytes,
-    /// The named top-level fields, as found in `original`.
+    /// The top-level fields read at parse time, and those of them found in `original`.
+    fields: &'static [&'static str],
     head: Map<String, Value>,
     /// The whole body, once an edit asked for it.
     tree: Option<Value>,
@@ -26,12 +27,16 @@ pub struct Envelope {
 impl Envelope {
     /// Checks that `original` is one JSON document and keeps its top-level `fields`; the error
     /// names the line and column.
-    pub fn parse(original: Bytes, fields: &[&str]) -> Result<Self, serde_json::Error> {
+    pub fn parse(
+        original: Bytes,
+        fields: &'static [&'static str],
+    ) -> Result<Self, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(&original);
         let head = Pick { fields }.deserialize(&mut de)?;
         de.end()?;
         Ok(Self {
             original,
+            fields,
             head,
             tree: None,
             dirty: false,
@@ -58,6 +63,43 @@ impl Envelope {
         let changed = self.tree.as_mut().is_some_and(edit);
         self.dirty |= changed;
         changed
+    }
+
+    /// Adds a top-level field that the body does not have, by splicing it in before the
+    /// closing brace: every byte the client sent stays as it was (no re-serialisation of
+    /// numbers, escapes or whitespace). Returns false, changing nothing, unless `name` was
+    /// among the fields read at parse time, is absent, and the body is an object.
+    pub fn append_field(&mut self, name: &str, value: &Value) -> bool {
+        if self.tree.is_some() || !self.fields.contains(&name) || self.head.contains_key(name) {
+            return false;
+        }
+        let original = &self.original;
+        let Some(close) = original.iter().rposition(|b| !b.is_ascii_whitespace()) else {
+            return false;
+        };
+        if original[close] != b'}' {
+            return false;
+        }
+        let before = original[..close]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace());
+        let empty_object = before.is_some_and(|i| original[i] == b'{');
+        let (Ok(key), Ok(rendered)) = (serde_json::to_vec(name), serde_json::to_vec(value)) else {
+            return false;
+        };
+        let mut spliced = Vec::with_capacity(original.len() + key.len() + rendered.len() + 2);
+        spliced.extend_from_slice(&original[..close]);
+        if !empty_object {
+            spliced.push(b',');
+        }
+        spliced.extend_from_slice(&key);
+        spliced.push(b':');
+        spliced.extend_from_slice(&rendered);
+        spliced.extend_from_slice(&original[close..]);
+        self.original = Bytes::from(spliced);
+        self.head.insert(name.to_owned(), value.clone());
+        self.dirty = true;
+        true
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -237,6 +279,35 @@ mod tests {
             let env = Envelope::parse(Bytes::copy_from_slice(other), FIELDS).unwrap();
             assert_eq!(env.field("model"), None);
         }
+    }
+
+    #[test]
+    fn appending_a_field_keeps_every_byte_the_client_sent() {
+        let raw = "{ \"model\": \"m\", \"n\": 1.50, \"s\": \"\\u00e9\" }\n";
+        let mut env =
+            Envelope::parse(Bytes::copy_from_slice(raw.as_bytes()), &["model", "extra"]).unwrap();
+        assert!(env.append_field("extra", &serde_json::json!({"a": true})));
+        let out = env.into_bytes().unwrap();
+        assert_eq!(
+            out.as_ref(),
+            "{ \"model\": \"m\", \"n\": 1.50, \"s\": \"\\u00e9\" ,\"extra\":{\"a\":true}}\n"
+                .as_bytes()
+        );
+        serde_json::from_slice::<Value>(&out).unwrap();
+
+        let mut empty = Envelope::parse(Bytes::from_static(b"{ }"), &["extra"]).unwrap();
+        assert!(empty.append_field("extra", &Value::Bool(true)));
+        assert_eq!(empty.into_bytes().unwrap().as_ref(), b"{ \"extra\":true}");
+
+        // Present, unknown to the head, or not an object: nothing changes.
+        let mut present =
+            Envelope::parse(Bytes::from_static(b"{\"extra\":1}"), &["extra"]).unwrap();
+        assert!(!present.append_field("extra", &Value::Bool(true)));
+        let mut unread = Envelope::parse(Bytes::from_static(b"{\"extra\":1}"), &["model"]).unwrap();
+        assert!(!unread.append_field("extra", &Value::Bool(true)));
+        let mut array = Envelope::parse(Bytes::from_static(b"[1]"), &["extra"]).unwrap();
+        assert!(!array.append_field("extra", &Value::Bool(true)));
+        assert!(!array.is_dirty());
     }
 
     #[test]

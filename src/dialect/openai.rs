@@ -126,6 +126,10 @@ pub fn request_stream_usage(env: &mut Envelope) -> bool {
     if asked || options.is_some_and(|o| !o.is_object() && !o.is_null()) {
         return false;
     }
+    let wanted = json!({"include_usage": true});
+    if options.is_none() && env.append_field("stream_options", &wanted) {
+        return true;
+    }
     env.edit(|json| {
         let Some(body) = json.as_object_mut() else {
             return false;
