@@ -14,9 +14,9 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 use super::{REWRITES_HEADER, RequestId, TEAM_HEADER};
 use crate::config::Upstream;
@@ -205,7 +205,7 @@ async fn forward(
 
 /// Reads a JSON body within `limit` bytes: 413 as soon as the limit is known to be exceeded.
 async fn read_limited(
-    body: Body,
+    mut body: Body,
     headers: &http::HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ProxyError> {
@@ -216,13 +216,29 @@ async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ProxyError::BodyTooLarge { limit })
+    // Frames are copied once, into a buffer sized from content-length: collecting them and
+    // then joining would hold a large body twice.
+    let mut buf = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut single: Option<Bytes> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BodyRead(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing the proxy reads
+        };
+        if buf.len() + single.as_ref().map_or(0, Bytes::len) + data.len() > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
         }
-        Err(err) => Err(ProxyError::BodyRead(err.to_string())),
+        // The common case, a body in one frame, is kept without a copy.
+        match single.take() {
+            None if buf.is_empty() => single = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(first) => {
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(single.unwrap_or_else(|| buf.freeze()))
 }
 
 #[cfg(test)]
