@@ -4,7 +4,7 @@
 //! `upstream` is a configured name, `model` a model of the price table or `other`, `status` an
 //! HTTP code. Prompt text and credentials never reach a log line or a label.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,29 @@ fn describe() {
     );
 }
 
+/// The one copy of a label value, for the life of the process. Only values from bounded,
+/// server-controlled sets come here (configured upstream names, price-table models, HTTP
+/// status codes), so the set stays small.
+fn label(value: &str) -> &'static str {
+    static LABELS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let Ok(mut labels) = LABELS.get_or_init(Default::default).lock() else {
+        return "unknown";
+    };
+    if let Some(known) = labels.get(value) {
+        return known;
+    }
+    let interned: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    labels.insert(interned);
+    interned
+}
+
+/// An HTTP status code as a label, without allocating.
+fn status_label(status: u16) -> &'static str {
+    let digit = |n: u16| b'0' + (n % 10) as u8;
+    let digits = [digit(status / 100), digit(status / 10), digit(status)];
+    std::str::from_utf8(&digits).map_or("unknown", label)
+}
+
 /// One request's facts, filled in as they become known along the request path.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -149,7 +172,7 @@ pub struct Totals {
 
 pub struct Telemetry {
     prices: PriceTable,
-    totals: Mutex<BTreeMap<(String, String), Totals>>,
+    totals: Mutex<BTreeMap<(&'static str, &'static str), Totals>>,
 }
 
 impl Telemetry {
@@ -164,15 +187,21 @@ impl Telemetry {
         &self.prices
     }
 
-    pub fn model_label(&self, model: Option<&str>) -> String {
+    /// A model of the price table, or `other`: a bounded set, fit for a label.
+    pub fn model_label(&self, model: Option<&str>) -> &'static str {
         model
             .and_then(|m| self.prices.canonical(m))
-            .unwrap_or(OTHER)
-            .to_owned()
+            .map_or(OTHER, label)
     }
 
     pub fn totals(&self) -> BTreeMap<(String, String), Totals> {
-        self.totals.lock().map(|t| t.clone()).unwrap_or_default()
+        let Ok(totals) = self.totals.lock() else {
+            return BTreeMap::new();
+        };
+        totals
+            .iter()
+            .map(|((u, m), t)| ((u.to_string(), m.to_string()), t.clone()))
+            .collect()
     }
 
     /// The cost counters in Prometheus text format. The `metrics` facade only has integer
@@ -235,7 +264,7 @@ impl Telemetry {
         if let (Some(upstream), Some(sent), Some(first)) =
             (&ex.upstream, ex.sent, observed.first_byte)
         {
-            histogram!(UPSTREAM_TTFB_SECONDS, "upstream" => upstream.clone())
+            histogram!(UPSTREAM_TTFB_SECONDS, "upstream" => label(upstream))
                 .record(first.duration_since(sent).as_secs_f64());
         }
     }
@@ -254,8 +283,10 @@ impl Telemetry {
             ended,
             ..
         } = *observed;
-        let upstream = ex.upstream.clone().unwrap_or_else(|| "none".into());
+        // Labels are interned: no allocation per request for the metrics below.
+        let upstream = ex.upstream.as_deref().map_or("none", label);
         let model = self.model_label(ex.model.as_deref());
+        let status = status_label(ex.status);
         let cost = match (
             usage,
             ex.model.as_deref().and_then(|m| self.prices.price_now(m)),
@@ -267,8 +298,9 @@ impl Telemetry {
                 uncached: Some(0),
             },
         };
-        let labels = [("upstream", upstream.clone()), ("model", model.clone())];
-        counter!(REQUESTS_TOTAL, "upstream" => upstream.clone(), "model" => model.clone(), "status" => ex.status.to_string()).increment(1);
+        let labels = [("upstream", upstream), ("model", model)];
+        counter!(REQUESTS_TOTAL, "upstream" => upstream, "model" => model, "status" => status)
+            .increment(1);
         histogram!(OVERHEAD_SECONDS).record(overhead.as_secs_f64());
         if let Some(u) = usage {
             for (kind, n) in [
@@ -277,7 +309,8 @@ impl Telemetry {
                 ("cache_write", u.cache_write()),
                 ("output", u.output),
             ] {
-                counter!(TOKENS_TOTAL, "upstream" => upstream.clone(), "model" => model.clone(), "kind" => kind).increment(n);
+                counter!(TOKENS_TOTAL, "upstream" => upstream, "model" => model, "kind" => kind)
+                    .increment(n);
             }
             // Cost counters are rendered from `totals` (exact nano-USD) by `render_costs`.
             if cost.actual.is_none() || cost.uncached.is_none() {
@@ -285,7 +318,7 @@ impl Telemetry {
             }
         }
         if let Ok(mut totals) = self.totals.lock() {
-            let t = totals.entry((upstream.clone(), model.clone())).or_default();
+            let t = totals.entry((upstream, model)).or_default();
             t.requests += 1;
             t.usage += usage.unwrap_or_default();
             match (cost.actual, cost.uncached) {

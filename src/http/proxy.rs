@@ -171,12 +171,13 @@ async fn forward(
         headers,
         body,
     };
-    let response = app.upstream_client().send(upstream, outgoing).await?;
+    let mut response = app.upstream_client().send(upstream, outgoing).await?;
     let head_at = Instant::now();
 
     let status = response.status();
     ex.status = status.as_u16();
-    let mut client_headers = response_headers(response.headers());
+    // Taken, not copied: the body's length comes from the body itself from here on.
+    let mut client_headers = response_headers(std::mem::take(response.headers_mut()));
     if strip_usage_chunk {
         client_headers.remove(header::CONTENT_LENGTH);
     }

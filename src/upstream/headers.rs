@@ -21,7 +21,7 @@ pub const CACHET_PREFIX: &str = "x-cachet-";
 /// (the client reqwest sets it from the target) and `x-cachet-*` removed. `keep_length`
 /// keeps `content-length` for bodies streamed through unread.
 pub fn request_headers(incoming: &HeaderMap, keep_length: bool) -> HeaderMap {
-    let mut out = strip_hop_by_hop(incoming);
+    let mut out = strip_hop_by_hop(incoming.clone());
     out.remove(header::HOST);
     if !keep_length {
         out.remove(header::CONTENT_LENGTH);
@@ -38,23 +38,24 @@ pub fn request_headers(incoming: &HeaderMap, keep_length: bool) -> HeaderMap {
 }
 
 /// Response headers for the client: hop-by-hop removed.
-pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
+pub fn response_headers(upstream: HeaderMap) -> HeaderMap {
     strip_hop_by_hop(upstream)
 }
 
-fn strip_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
-    let mut out = headers.clone();
-    for value in headers.get_all(header::CONNECTION) {
-        for name in value.to_str().unwrap_or("").split(',') {
-            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                out.remove(name);
-            }
-        }
+fn strip_hop_by_hop(mut headers: HeaderMap) -> HeaderMap {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in HOP_BY_HOP {
-        out.remove(name);
+        headers.remove(name);
     }
-    out
+    headers
 }
 
 /// Asks for an uncompressed response, so that the usage tap can read it.

@@ -145,13 +145,23 @@ fn classify_error(upstream: &str, err: &reqwest::Error) -> ProxyError {
 
 /// `{base_url}{path_and_query}` without re-encoding: `%2F` and the query stay as sent.
 pub fn target_url(base: &Url, path_and_query: &str) -> Result<Url, String> {
-    let base = base.as_str().trim_end_matches('/');
-    let joined = if path_and_query.is_empty() || path_and_query.starts_with('?') {
-        format!("{base}/{path_and_query}")
-    } else {
-        format!("{base}{path_and_query}")
+    // Edit a copy of the parsed base rather than parse a joined string: the scheme and host
+    // (IDNA processing included) were checked once, at startup.
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
     };
-    Url::parse(&joined).map_err(|e| format!("bad upstream URL {joined:?}: {e}"))
+    let base_path = base.path().trim_end_matches('/');
+    let mut url = base.clone();
+    match path {
+        "" => url.set_path(&format!("{base_path}/")),
+        _ => url.set_path(&format!("{base_path}{path}")),
+    }
+    url.set_query(query);
+    if url.cannot_be_a_base() {
+        return Err(format!("bad upstream URL {url}"));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
