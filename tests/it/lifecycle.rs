@@ -40,13 +40,7 @@ async fn shutdown_turns_readiness_off_then_lets_in_flight_streams_finish() {
         "[shutdown]\ndrain_delay = \"700ms\"\ngrace = \"10s\"\n",
     )
     .await;
-    let http = client();
-    let r = http
-        .post(proxy.url("/anthropic/v1/messages"))
-        .body("{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}")
-        .send()
-        .await
-        .unwrap();
+    let r = anthropic_stream(&proxy).await;
     let mut stream = r.bytes_stream();
     let mut received = stream.next().await.unwrap().unwrap().to_vec();
 

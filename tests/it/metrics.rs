@@ -43,17 +43,7 @@ async fn requests_tokens_cost_and_overhead_are_exported() {
     assert_eq!(r.status(), 400);
 
     let mut text = String::new();
-    eventually("three requests recorded", || {
-        proxy
-            .state
-            .telemetry()
-            .totals()
-            .values()
-            .map(|t| t.requests)
-            .sum::<u64>()
-            == 4
-    })
-    .await;
+    eventually("three requests recorded", || proxy.recorded() == 4).await;
     text.push_str(
         &http
             .get(proxy.url("/metrics"))

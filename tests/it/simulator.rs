@@ -113,17 +113,7 @@ base_url = "http://{sim}/vllm/0"
             "{path}: {text}"
         );
     }
-    eventually("ten requests recorded", || {
-        proxy
-            .state
-            .telemetry()
-            .totals()
-            .values()
-            .map(|t| t.requests)
-            .sum::<u64>()
-            == 10
-    })
-    .await;
+    eventually("ten requests recorded", || proxy.recorded() == 10).await;
     for ((upstream, model), t) in proxy.state.telemetry().totals() {
         assert!(
             t.usage.input_uncached > 0,

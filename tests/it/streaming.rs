@@ -186,12 +186,7 @@ async fn events_reach_the_client_before_the_upstream_has_finished() {
     })
     .await;
     let proxy = TestProxy::in_front_of(&mock, "").await;
-    let r = client()
-        .post(proxy.url("/anthropic/v1/messages"))
-        .body("{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}")
-        .send()
-        .await
-        .unwrap();
+    let r = anthropic_stream(&proxy).await;
     let mut stream = r.bytes_stream();
     // The upstream holds back its last chunk until we have seen the first one: a proxy that
     // buffered the stream would never deliver it.
@@ -227,12 +222,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
     })
     .await;
     let proxy = TestProxy::in_front_of(&mock, "").await;
-    let r = client()
-        .post(proxy.url("/anthropic/v1/messages"))
-        .body("{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}")
-        .send()
-        .await
-        .unwrap();
+    let r = anthropic_stream(&proxy).await;
     let mut stream = r.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"event: message_start"));
@@ -293,12 +283,7 @@ async fn an_upstream_silent_past_the_idle_timeout_ends_the_stream() {
     })
     .await;
     let proxy = TestProxy::in_front_of(&mock, "[timeouts]\nidle = \"300ms\"\n").await;
-    let r = client()
-        .post(proxy.url("/anthropic/v1/messages"))
-        .body("{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}")
-        .send()
-        .await
-        .unwrap();
+    let r = anthropic_stream(&proxy).await;
     let mut stream = r.bytes_stream();
     assert!(
         stream

@@ -276,11 +276,31 @@ base_url = "{url}/deepseek"
         format!("http://{}{path}", self.addr)
     }
 
+    /// Requests recorded so far, over every upstream and model.
+    pub fn recorded(&self) -> u64 {
+        self.state
+            .telemetry()
+            .totals()
+            .values()
+            .map(|t| t.requests)
+            .sum()
+    }
+
     pub fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
     }
+}
+
+/// A streamed Anthropic request through the proxy (the mock decides what comes back).
+pub async fn anthropic_stream(proxy: &TestProxy) -> reqwest::Response {
+    client()
+        .post(proxy.url("/anthropic/v1/messages"))
+        .body("{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}")
+        .send()
+        .await
+        .unwrap()
 }
 
 pub fn client() -> reqwest::Client {
