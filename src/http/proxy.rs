@@ -45,12 +45,10 @@ pub async fn handle(
         let err = ProxyError::UnknownMount(path.clone());
         return pending.reject(Dialect::guess(&path), err);
     };
-    let upstream = upstream.clone();
     let endpoint = dialect::classify(upstream.provider, req.method(), rest);
-    let rest = rest.to_owned();
     pending.ex.upstream = Some(upstream.name.clone());
     pending.ex.endpoint = endpoint.as_ref().map(Endpoint::name);
-    match forward(&app, &mut pending.ex, &upstream, endpoint, &rest, req).await {
+    match forward(&app, &mut pending.ex, upstream, endpoint, rest, req).await {
         Ok(response) => {
             // From here the response body records the exchange when it ends.
             pending.armed = false;
