@@ -10,7 +10,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone)]
@@ -31,9 +32,7 @@ impl Envelope {
         original: Bytes,
         fields: &'static [&'static str],
     ) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(&original);
-        let head = Pick { fields }.deserialize(&mut de)?;
-        de.end()?;
+        let head = pick(&original, fields)?;
         Ok(Self {
             original,
             fields,
@@ -125,7 +124,7 @@ impl<'de> DeserializeSeed<'de> for Pick<'_> {
     type Value = Map<String, Value>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_map(self)
     }
 }
 
@@ -133,7 +132,7 @@ impl<'de> Visitor<'de> for Pick<'_> {
     type Value = Map<String, Value>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -151,30 +150,6 @@ impl<'de> Visitor<'de> for Pick<'_> {
             }
         }
         Ok(head)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Map::new())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Map::new())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Map::new())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Map::new())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Map::new())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Map::new())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Map::new())
     }
 }
 
@@ -206,10 +181,22 @@ impl<'f> Visitor<'_> for Key<'f> {
 /// One top-level field of a JSON document (a response body's `usage`, say), read without
 /// building the rest; `None` when absent or when the bytes are not JSON.
 pub fn top_level_field(bytes: &[u8], name: &str) -> Option<Value> {
+    pick(bytes, &[name]).ok()?.remove(name)
+}
+
+/// Checks that `bytes` is one JSON document and returns the named top-level fields of an
+/// object (nothing for any other value).
+fn pick(bytes: &[u8], fields: &[&str]) -> Result<Map<String, Value>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let mut head = Pick { fields: &[name] }.deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    head.remove(name)
+    let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let head = if is_object {
+        Pick { fields }.deserialize(&mut de)?
+    } else {
+        IgnoredAny::deserialize(&mut de)?;
+        Map::new()
+    };
+    de.end()?;
+    Ok(head)
 }
 
 #[cfg(test)]

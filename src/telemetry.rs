@@ -183,10 +183,6 @@ impl Telemetry {
         }
     }
 
-    pub fn prices(&self) -> &PriceTable {
-        &self.prices
-    }
-
     /// A model of the price table, or `other`: a bounded set, fit for a label.
     pub fn model_label(&self, model: Option<&str>) -> &'static str {
         model

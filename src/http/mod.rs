@@ -27,7 +27,6 @@ use crate::error::{DialectError, ProxyError};
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-cachet-request-id";
-pub const PREFIX_HEADER: &str = "x-cachet-prefix";
 pub const REWRITES_HEADER: &str = "x-cachet-rewrites";
 pub const TEAM_HEADER: &str = "x-cachet-team";
 

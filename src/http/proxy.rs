@@ -48,12 +48,18 @@ pub async fn handle(
     let endpoint = dialect::classify(upstream.provider, req.method(), rest);
     pending.ex.upstream = Some(upstream.name.clone());
     pending.ex.endpoint = endpoint.as_ref().map(Endpoint::name);
-    match forward(&app, &mut pending.ex, upstream, endpoint, rest, req).await {
-        Ok(response) => {
-            // From here the response body records the exchange when it ends.
-            pending.armed = false;
-            response
-        }
+    match send(
+        &app,
+        &mut pending.ex,
+        upstream,
+        endpoint.as_ref(),
+        rest,
+        req,
+    )
+    .await
+    {
+        // From here the response body records the exchange when it ends.
+        Ok(sent) => respond(&app, pending.into_exchange(), upstream, endpoint, sent),
         Err(err) => pending.reject(Dialect::of(upstream.provider), err),
     }
 }
@@ -67,6 +73,14 @@ struct Unanswered<'a> {
 }
 
 impl Unanswered<'_> {
+    /// The request has its answer: the exchange moves on to the response body.
+    fn into_exchange(mut self) -> Exchange {
+        self.armed = false;
+        // A placeholder that allocates nothing takes the exchange's place in `self`.
+        let placeholder = Exchange::new(String::new(), self.ex.received);
+        std::mem::replace(&mut self.ex, placeholder)
+    }
+
     /// Answers with cachet's own error, in `dialect`, and records the request.
     fn reject(mut self, dialect: Dialect, err: ProxyError) -> Response {
         self.armed = false;
@@ -99,14 +113,23 @@ fn team(headers: &http::HeaderMap) -> Option<String> {
     (!value.is_empty() && value.len() <= 64 && printable).then(|| value.to_owned())
 }
 
-async fn forward(
+/// The upstream's answer to a request, and whether cachet asked for the stream's usage chunk
+/// (which must then be dropped on the way back).
+struct Sent {
+    response: reqwest::Response,
+    strip_usage_chunk: bool,
+}
+
+/// Builds the upstream request (reading and editing the body on modelled JSON routes) and
+/// sends it; returns once the upstream's response head is in.
+async fn send(
     app: &AppState,
     ex: &mut Exchange,
     upstream: &Upstream,
-    endpoint: Option<Endpoint>,
+    endpoint: Option<&Endpoint>,
     rest: &str,
     req: Request,
-) -> Result<Response, ProxyError> {
+) -> Result<Sent, ProxyError> {
     let (parts, body) = req.into_parts();
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
@@ -117,37 +140,23 @@ async fn forward(
         .headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let json_route = endpoint
-        .as_ref()
-        .filter(|e| e.has_json_body(&parts.method) && !encoded);
-    let mut headers = request_headers(&parts.headers, json_route.is_none());
-    let mut strip_usage_chunk = false;
-    let (body, info) = match json_route {
-        Some(route) => {
-            let limit = app.config().limits.max_body_bytes;
-            let body = read_limited(body, &parts.headers, limit).await?;
-            let mut env = Envelope::parse(body, dialect::HEAD_FIELDS)
-                .map_err(|e| ProxyError::BadJson(e.to_string()))?;
-            let info = dialect::request_info(route, Some(&env));
-            if *route == Endpoint::Chat && info.stream && app.config().usage.inject_include_usage {
-                strip_usage_chunk = openai::request_stream_usage(&mut env);
-            }
-            let bytes = env
-                .into_bytes()
-                .map_err(|e| ProxyError::Internal(e.to_string()))?;
-            (OutgoingBody::Bytes(bytes), info)
-        }
+    let declared_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let json_route = endpoint.filter(|e| e.has_json_body(&parts.method) && !encoded);
+    let mut headers = request_headers(parts.headers, json_route.is_none());
+    let (body, info, strip_usage_chunk) = match json_route {
+        Some(route) => json_body(app, route, body, declared_length).await?,
         None => {
-            let info = endpoint
-                .as_ref()
-                .map(|e| dialect::request_info(e, None))
-                .unwrap_or_default();
+            let info = endpoint.map(|e| dialect::request_info(e, None));
             let body = if http_body::Body::size_hint(&body).exact() == Some(0) {
                 OutgoingBody::Empty
             } else {
                 OutgoingBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream()))
             };
-            (body, info)
+            (body, info.unwrap_or_default(), false)
         }
     };
     if endpoint.is_some() {
@@ -159,7 +168,6 @@ async fn forward(
     let RequestInfo { model, stream } = info;
     ex.model = model;
     ex.stream = stream;
-
     let sent = Instant::now();
     ex.pre_send = sent.duration_since(ex.received);
     ex.sent = Some(sent);
@@ -169,11 +177,52 @@ async fn forward(
         headers,
         body,
     };
-    let mut response = app.upstream_client().send(upstream, outgoing).await?;
-    let head_at = Instant::now();
+    let response = app.upstream_client().send(upstream, outgoing).await?;
+    ex.status = response.status().as_u16();
+    Ok(Sent {
+        response,
+        strip_usage_chunk,
+    })
+}
 
+/// A modelled route's JSON body: read within the limit, checked, and edited where a rewrite
+/// applies. Returns the bytes to send, what the body says, and whether usage was requested.
+async fn json_body(
+    app: &AppState,
+    route: &Endpoint,
+    body: Body,
+    declared_length: Option<u64>,
+) -> Result<(OutgoingBody, RequestInfo, bool), ProxyError> {
+    let limit = app.config().limits.max_body_bytes;
+    let body = read_limited(body, declared_length, limit).await?;
+    let mut env = Envelope::parse(body, dialect::HEAD_FIELDS)
+        .map_err(|e| ProxyError::BadJson(e.to_string()))?;
+    let info = dialect::request_info(route, Some(&env));
+    let strip = *route == Endpoint::Chat
+        && info.stream
+        && app.config().usage.inject_include_usage
+        && openai::request_stream_usage(&mut env);
+    let bytes = env
+        .into_bytes()
+        .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    Ok((OutgoingBody::Bytes(bytes), info, strip))
+}
+
+/// The client's response: the upstream's status and headers (hop-by-hop removed, plus
+/// cachet's), and its body relayed through the usage tap, which records the exchange at the end.
+fn respond(
+    app: &AppState,
+    mut ex: Exchange,
+    upstream: &Upstream,
+    endpoint: Option<Endpoint>,
+    sent: Sent,
+) -> Response {
+    let head_at = Instant::now();
+    let Sent {
+        mut response,
+        strip_usage_chunk,
+    } = sent;
     let status = response.status();
-    ex.status = status.as_u16();
     // Taken, not copied: the body's length comes from the body itself from here on.
     let mut client_headers = response_headers(std::mem::take(response.headers_mut()));
     if strip_usage_chunk {
@@ -191,27 +240,23 @@ async fn forward(
     let framing = Framing::of(endpoint.as_ref(), status.is_success(), content_type);
     let tap = Tap::new(upstream.provider, endpoint, framing, strip_usage_chunk);
     ex.post_head = head_at.elapsed();
-    let (app, ex) = (app.clone(), ex.clone());
     let idle = app.config().timeouts.idle;
+    let app = app.clone();
     let body = ObservedBody::new(response, tap, idle, move |observed| {
         app.telemetry().record_observed(&ex, &observed);
     });
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;
     *out.headers_mut() = client_headers;
-    Ok(out)
+    out
 }
 
 /// Reads a JSON body within `limit` bytes: 413 as soon as the limit is known to be exceeded.
 async fn read_limited(
     mut body: Body,
-    headers: &http::HeaderMap,
+    declared: Option<u64>,
     limit: usize,
 ) -> Result<Bytes, ProxyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }

@@ -20,8 +20,8 @@ pub const CACHET_PREFIX: &str = "x-cachet-";
 /// Request headers for the upstream: hop-by-hop (and those named in `Connection`), `host`
 /// (the client reqwest sets it from the target) and `x-cachet-*` removed. `keep_length`
 /// keeps `content-length` for bodies streamed through unread.
-pub fn request_headers(incoming: &HeaderMap, keep_length: bool) -> HeaderMap {
-    let mut out = strip_hop_by_hop(incoming.clone());
+pub fn request_headers(incoming: HeaderMap, keep_length: bool) -> HeaderMap {
+    let mut out = strip_hop_by_hop(incoming);
     out.remove(header::HOST);
     if !keep_length {
         out.remove(header::CONTENT_LENGTH);
@@ -87,10 +87,10 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        let out = request_headers(&h, false);
+        let out = request_headers(h.clone(), false);
         let mut names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["anthropic-version", "authorization", "x-api-key"]);
-        assert!(request_headers(&h, true).contains_key("content-length"));
+        assert!(request_headers(h, true).contains_key("content-length"));
     }
 }
