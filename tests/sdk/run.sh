@@ -90,33 +90,28 @@ alive() {
   fi
 }
 
-# wait_http URL PID NAME: until URL answers 200 (30 s at most).
-wait_http() {
-  local url=$1 pid=$2 name=$3
+# wait_until PID NAME WHAT PROBE...: until PROBE succeeds (30 s at most), failing at once
+# when the process has exited.
+wait_until() {
+  local pid=$1 name=$2 what=$3
+  shift 3
   for _ in $(seq 300); do
     alive "$pid" "$name" || return 1
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null)" = 200 ]; then
-      return 0
-    fi
+    "$@" 2>/dev/null && return 0
     sleep 0.1
   done
-  echo "run.sh: $url did not answer 200 within 30 s" >&2
+  echo "run.sh: cachet $name: $what within 30 s" >&2
   return 1
 }
 
-# wait_port PORT PID NAME: until something accepts TCP on 127.0.0.1:PORT (30 s at most).
-wait_port() {
-  local port=$1 pid=$2 name=$3
-  for _ in $(seq 300); do
-    alive "$pid" "$name" || return 1
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "run.sh: cachet $name did not listen on port $port within 30 s" >&2
-  return 1
-}
+answers_200() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1")" = 200 ]; }
+accepts_tcp() { (exec 3<>"/dev/tcp/127.0.0.1/$1"); }
+
+# wait_http URL PID NAME: until URL answers 200.
+wait_http() { wait_until "$2" "$3" "$1 did not answer 200" answers_200 "$1"; }
+
+# wait_port PORT PID NAME: until something accepts TCP on 127.0.0.1:PORT.
+wait_port() { wait_until "$2" "$3" "did not listen on port $1" accepts_tcp "$1"; }
 
 export RUST_LOG=${RUST_LOG:-info}
 export NO_COLOR=1

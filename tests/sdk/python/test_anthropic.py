@@ -161,7 +161,7 @@ def test_malformed_json_is_a_bad_request_in_anthropic_shape(client: Anthropic) -
     body = err.value.body
     assert isinstance(body, dict) and body.get("type") == "error", body
     assert body["error"].get("type") and body["error"].get("message"), body
-    assert header(err.value.response.headers, "x-cachet-error")
+    assert header(err.value.response.headers, "x-cachet-error") == "bad_json"
     assert_request_id(err.value.response.headers)
 
 

@@ -277,5 +277,5 @@ def test_malformed_json_is_the_proxy_bad_request(client: OpenAI) -> None:
     assert err.value.status_code == 400
     assert isinstance(err.value.body, dict) and err.value.body.get("message"), err.value.body
     headers = err.value.response.headers
-    assert header(headers, "x-cachet-error"), headers
+    assert header(headers, "x-cachet-error") == "bad_json", headers
     assert_request_id(headers)
