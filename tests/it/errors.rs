@@ -21,6 +21,22 @@ async fn error_of(r: reqwest::Response) -> (u16, String, Value) {
     )
 }
 
+async fn post_error(
+    proxy: &TestProxy,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String, Value) {
+    error_of(
+        client()
+            .post(proxy.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 fn assert_openai_shape(body: &Value, label: &str) {
     assert!(
         body["error"]["message"].as_str().unwrap().len() > 5,
@@ -54,14 +70,7 @@ async fn malformed_json_is_a_400_in_each_dialect_and_never_reaches_upstream() {
     let http = client();
     let bad = "{\"model\": \"x\", \"messages\": [";
 
-    let (status, label, body) = error_of(
-        http.post(proxy.url("/openai/v1/chat/completions"))
-            .body(bad)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, label, body) = post_error(&proxy, "/openai/v1/chat/completions", bad).await;
     assert_eq!((status, label.as_str()), (400, "bad_json"));
     assert_openai_shape(&body, "bad_json");
     assert!(
@@ -72,38 +81,22 @@ async fn malformed_json_is_a_400_in_each_dialect_and_never_reaches_upstream() {
         "{body}"
     );
 
-    let (status, label, body) = error_of(
-        http.post(proxy.url("/anthropic/v1/messages"))
-            .body(bad)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, label, body) = post_error(&proxy, "/anthropic/v1/messages", bad).await;
     assert_eq!((status, label.as_str()), (400, "bad_json"));
     assert_anthropic_shape(&body);
     assert_eq!(body["error"]["type"], "invalid_request_error");
 
-    let (status, _, body) = error_of(
-        http.post(proxy.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
-            .body("")
-            .send()
-            .await
-            .unwrap(),
+    let (status, _, body) = post_error(
+        &proxy,
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        "",
     )
     .await;
     assert_eq!(status, 400);
     assert_gemini_shape(&body, 400);
     assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
 
-    let (status, _, body) = error_of(
-        http.post(proxy.url("/deepseek/chat/completions"))
-            .body("nope")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = post_error(&proxy, "/deepseek/chat/completions", "nope").await;
     assert_eq!(status, 400);
     assert_openai_shape(&body, "bad_json");
 
@@ -131,14 +124,7 @@ async fn bodies_over_the_limit_are_413_on_modelled_routes() {
         "x".repeat(4096)
     );
 
-    let (status, label, body) = error_of(
-        http.post(proxy.url("/anthropic/v1/messages"))
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, label, body) = post_error(&proxy, "/anthropic/v1/messages", big.clone()).await;
     assert_eq!((status, label.as_str()), (413, "body_too_large"));
     assert_eq!(body["error"]["type"], "request_too_large");
 
@@ -149,12 +135,10 @@ async fn bodies_over_the_limit_are_413_on_modelled_routes() {
             .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
             .collect::<Vec<_>>(),
     );
-    let (status, _, body) = error_of(
-        http.post(proxy.url("/gemini/v1beta/models/gemini-2.5-flash:generateContent"))
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .unwrap(),
+    let (status, _, body) = post_error(
+        &proxy,
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        reqwest::Body::wrap_stream(stream),
     )
     .await;
     assert_eq!(status, 413);
@@ -188,39 +172,31 @@ async fn bodies_over_the_limit_are_413_on_modelled_routes() {
 async fn unknown_mounts_answer_404_in_the_dialect_their_path_suggests() {
     let mock = MockUpstream::start(|_| Reply::json(200, b"{}")).await;
     let proxy = TestProxy::in_front_of(&mock, "").await;
-    let http = client();
 
-    let (status, label, body) = error_of(
-        http.post(proxy.url("/claude/v1/messages"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, label, body) = post_error(&proxy, "/claude/v1/messages", "{}").await;
     assert_eq!((status, label.as_str()), (404, "unknown_mount"));
     assert_anthropic_shape(&body);
     assert_eq!(body["error"]["type"], "not_found_error");
 
-    let (status, _, body) = error_of(
-        http.post(proxy.url("/google/v1beta/models/gemini-2.5-flash:generateContent"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap(),
+    let (status, _, body) = post_error(
+        &proxy,
+        "/google/v1beta/models/gemini-2.5-flash:generateContent",
+        "{}",
     )
     .await;
     assert_eq!(status, 404);
     assert_gemini_shape(&body, 404);
     assert_eq!(body["error"]["status"], "NOT_FOUND");
 
-    let (status, _, body) = error_of(http.get(proxy.url("/v1/models")).send().await.unwrap()).await;
+    let (status, _, body) =
+        error_of(client().get(proxy.url("/v1/models")).send().await.unwrap()).await;
     assert_eq!(status, 404);
     assert_openai_shape(&body, "unknown_mount");
 
     // A mount is matched by whole segments: /openaix is not /openai.
     let (status, _, _) = error_of(
-        http.get(proxy.url("/openaix/v1/models"))
+        client()
+            .get(proxy.url("/openaix/v1/models"))
             .send()
             .await
             .unwrap(),
@@ -242,19 +218,17 @@ async fn an_unreachable_upstream_is_a_502() {
         "[[upstreams]]\nname = \"anthropic\"\nbase_url = \"http://127.0.0.1:{port}\"\n[[upstreams]]\nname = \"openai\"\nbase_url = \"http://127.0.0.1:{port}\"\n"
     ))
     .await;
-    let http = client();
-    let (status, label, body) = error_of(
-        http.post(proxy.url("/anthropic/v1/messages"))
-            .body("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}")
-            .send()
-            .await
-            .unwrap(),
+    let (status, label, body) = post_error(
+        &proxy,
+        "/anthropic/v1/messages",
+        "{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}",
     )
     .await;
     assert_eq!((status, label.as_str()), (502, "upstream_unreachable"));
     assert_anthropic_shape(&body);
     let (status, label, body) = error_of(
-        http.get(proxy.url("/openai/v1/models"))
+        client()
+            .get(proxy.url("/openai/v1/models"))
             .send()
             .await
             .unwrap(),
