@@ -183,13 +183,6 @@ impl Telemetry {
         }
     }
 
-    /// A model of the price table, or `other`: a bounded set, fit for a label.
-    pub fn model_label(&self, model: Option<&str>) -> &'static str {
-        model
-            .and_then(|m| self.prices.canonical(m))
-            .map_or(OTHER, label)
-    }
-
     pub fn totals(&self) -> BTreeMap<(String, String), Totals> {
         let Ok(totals) = self.totals.lock() else {
             return BTreeMap::new();
@@ -281,12 +274,12 @@ impl Telemetry {
         } = *observed;
         // Labels are interned: no allocation per request for the metrics below.
         let upstream = ex.upstream.as_deref().map_or("none", label);
-        let model = self.model_label(ex.model.as_deref());
+        // One look-up of the model in the price table serves both the label and the price
+        // (a name the table does not know is compared with every row once, not twice).
+        let canonical = ex.model.as_deref().and_then(|m| self.prices.canonical(m));
+        let model = canonical.map_or(OTHER, label);
         let status = status_label(ex.status);
-        let cost = match (
-            usage,
-            ex.model.as_deref().and_then(|m| self.prices.price_now(m)),
-        ) {
+        let cost = match (usage, canonical.and_then(|c| self.prices.price_now(c))) {
             (Some(u), Some(price)) => price.cost(&u),
             (Some(_), None) => Cost::default(),
             (None, _) => Cost {
