@@ -130,12 +130,9 @@ fn classify_error(upstream: &str, err: &reqwest::Error) -> ProxyError {
             upstream: upstream.to_owned(),
             detail,
         }
-    } else if err.is_timeout() {
-        ProxyError::UpstreamTimeout {
-            upstream: upstream.to_owned(),
-            seconds: 0.0,
-        }
     } else {
+        // The client has no timeouts of its own besides connect (a connect error): the
+        // first-byte and idle limits are enforced by `send` and `ObservedBody`.
         ProxyError::Upstream {
             upstream: upstream.to_owned(),
             detail,
