@@ -18,7 +18,10 @@
 mod anthropic;
 mod gemini;
 mod openai;
+pub mod prompt;
 mod reply;
+pub mod rules;
+pub mod tokens;
 mod wire;
 
 #[cfg(test)]
