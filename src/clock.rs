@@ -3,31 +3,63 @@
 //! JSON writes them, and UTC dates for the price table. No date crate is needed for UTC-only
 //! arithmetic.
 //!
-//! The clock is the system clock plus a skew that tests advance, so TTL expiry is testable
-//! without sleeping; `cachet replay`'s virtual clock can replace it later without touching callers.
+//! The clock is either the system clock plus a skew that tests advance (TTL expiry is testable
+//! without sleeping), or a manual clock that `cachet replay` sets to each request's time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct Clock {
-    skew_micros: AtomicU64,
+    mode: Mode,
+    micros: AtomicU64,
+}
+
+enum Mode {
+    /// The system clock plus `micros` of skew (tests advance it to expire caches).
+    System,
+    /// A virtual clock at `micros` since the Unix epoch, set by `cachet replay` before each
+    /// request, so hours of traffic replay in seconds and deterministically.
+    Manual,
 }
 
 impl Clock {
     pub fn system() -> Self {
         Clock {
-            skew_micros: AtomicU64::new(0),
+            mode: Mode::System,
+            micros: AtomicU64::new(0),
         }
     }
 
-    pub fn now(&self) -> SystemTime {
-        SystemTime::now() + Duration::from_micros(self.skew_micros.load(Ordering::Relaxed))
+    pub fn manual(at: SystemTime) -> Self {
+        let clock = Clock {
+            mode: Mode::Manual,
+            micros: AtomicU64::new(0),
+        };
+        clock.set(at);
+        clock
     }
 
-    #[cfg(test)]
+    pub fn now(&self) -> SystemTime {
+        let micros = Duration::from_micros(self.micros.load(Ordering::Relaxed));
+        match self.mode {
+            Mode::System => SystemTime::now() + micros,
+            Mode::Manual => UNIX_EPOCH + micros,
+        }
+    }
+
+    /// Moves a manual clock to `at` (a system clock ignores it: real time cannot be set).
+    pub fn set(&self, at: SystemTime) {
+        if let Mode::Manual = self.mode {
+            let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let micros = u64::try_from(since.as_micros()).unwrap_or(u64::MAX);
+            self.micros.store(micros, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the clock forward: skew for a system clock, time itself for a manual one.
     pub fn advance(&self, by: Duration) {
         let micros = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
-        self.skew_micros.fetch_add(micros, Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
 

@@ -34,6 +34,12 @@ enum Command {
         /// Number of vLLM-like replicas mounted at /vllm/{i}.
         #[arg(long, default_value_t = 2)]
         replicas: usize,
+        /// Simulate Gemini's implicit caching (Google guarantees no saving from it).
+        #[arg(long)]
+        gemini_implicit: bool,
+        /// KV cache size of each replica, in tokens.
+        #[arg(long, default_value_t = 2_000_000)]
+        kv_capacity_tokens: u64,
     },
     /// Simulator and proxy in one process, a small workload in every dialect, a summary table.
     Demo {
@@ -53,7 +59,18 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, listen } => cachet::server::run_serve(config, listen).await,
-        Command::Sim { listen, replicas } => cachet::server::run_sim(listen, replicas).await,
+        Command::Sim {
+            listen,
+            replicas,
+            gemini_implicit,
+            kv_capacity_tokens,
+        } => {
+            let settings = cachet::sim::Settings {
+                gemini_implicit,
+                kv_capacity_tokens,
+            };
+            cachet::server::run_sim(listen, replicas, settings).await
+        }
         Command::Demo { once, listen } => cachet::demo::run(listen, once).await,
     };
     match result {

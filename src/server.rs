@@ -34,7 +34,11 @@ pub async fn run_serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> a
 }
 
 /// `cachet sim`.
-pub async fn run_sim(listen: SocketAddr, replicas: usize) -> anyhow::Result<()> {
+pub async fn run_sim(
+    listen: SocketAddr,
+    replicas: usize,
+    settings: sim::Settings,
+) -> anyhow::Result<()> {
     telemetry::init_tracing(&crate::config::LogConfig {
         format: crate::config::LogFormat::Text,
         level: "info".into(),
@@ -45,7 +49,7 @@ pub async fn run_sim(listen: SocketAddr, replicas: usize) -> anyhow::Result<()> 
     let (workers, _abort) = Workers::start(
         "cachet-sim",
         listener,
-        sim::router(replicas),
+        sim::router_with(replicas, settings),
         workers::count(0),
         &stop_rx,
     )?;

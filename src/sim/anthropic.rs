@@ -11,21 +11,21 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{Method, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::Sim;
-use super::reply::{Reply, estimate_tokens, present};
+use super::prompt::{Content, Kind, Piece, SimPrompt, Ttl};
+use super::reply::Reply;
 use super::wire::{
-    Dialect, SSE, SimError, ok_json, parse_object, require_messages, require_str, sse_event,
-    stream_response, wants_stream,
+    Dialect, Meter, SSE, SimError, api_key, ok_json, parse_object, require_messages, require_str,
+    sse_event, stream_response, wants_stream,
 };
+use crate::usage::Usage;
 
 const D: Dialect = Dialect::Anthropic;
-/// The prompt-bearing fields, in the order Anthropic renders them.
-const PROMPT: [&str; 3] = ["tools", "system", "messages"];
 
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
@@ -40,7 +40,11 @@ async fn not_found(method: Method, uri: Uri) -> SimError {
     SimError::not_found(D, format!("Not found: {method} {}", uri.path()))
 }
 
-async fn messages(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Response, SimError> {
+async fn messages(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SimError> {
     let req = parse_object(D, &body)?;
     let model = require_str(D, &req, "model")?;
     // Anthropic, unlike the others, has no default output budget.
@@ -49,16 +53,28 @@ async fn messages(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Response, 
         .and_then(Value::as_u64)
         .ok_or_else(|| SimError::bad_request(D, "max_tokens: Field required"))?;
     require_messages(D, &req, "messages")?;
-    let input_tokens = estimate_tokens(&present(&req, &PROMPT));
+    let prompt = render(&req);
+    let key = api_key(&headers);
+    let auto = req.get("cache_control").and_then(ttl_of);
+    let usage = sim
+        .engine
+        .anthropic(&key, model, &prompt, auto, sim.now())
+        .map_err(|message| SimError::bad_request(D, message))?;
     let message = Message {
         id: format!("msg_sim_{}", sim.next_id()),
         model,
-        input_tokens,
-        reply: Reply::new(model, input_tokens, Some(max_tokens)),
+        usage,
+        reply: Reply::new(model, prompt.tokens(), Some(max_tokens)),
+    };
+    let meter = Meter {
+        sim: sim.clone(),
+        key,
+        model: model.to_owned(),
     };
     if wants_stream(&req) {
-        Ok(stream_response(SSE, message.events()))
+        Ok(stream_response(SSE, message.events(), meter))
     } else {
+        meter.bill(message.reply.output_tokens);
         Ok(ok_json(&message.json()))
     }
 }
@@ -67,8 +83,104 @@ async fn count_tokens(body: Bytes) -> Result<Response, SimError> {
     let req = parse_object(D, &body)?;
     require_str(D, &req, "model")?;
     require_messages(D, &req, "messages")?;
-    let input_tokens = estimate_tokens(&present(&req, &PROMPT));
-    Ok(ok_json(&json!({"input_tokens": input_tokens})))
+    Ok(ok_json(&json!({"input_tokens": render(&req).tokens()})))
+}
+
+/// The prompt in Anthropic's prefix order, tools → system → messages (providers.md §1.3), one
+/// block per tool, system block and content block, each with its `cache_control`.
+pub(crate) fn render(req: &Value) -> SimPrompt {
+    let tools = req
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let tools = tools.map(|tool| block(None, Content::Json(tool), Kind::Tool, tool));
+    let system = match req.get("system") {
+        Some(Value::String(text)) => vec![Piece {
+            role: Some("system"),
+            content: Content::Text(text),
+            kind: Kind::System,
+            mark: None,
+            turn_end: false,
+        }],
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let role = (i == 0).then_some("system");
+                block(role, text_or_json(b), Kind::System, b)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let messages = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let messages = messages.flat_map(|message| {
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user");
+        let mut pieces: Vec<Piece<'_>> = match message.get("content") {
+            Some(Value::String(text)) => vec![Piece {
+                role: Some(role),
+                content: Content::Text(text),
+                kind: Kind::Text,
+                mark: None,
+                turn_end: false,
+            }],
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| block((i == 0).then_some(role), text_or_json(b), kind_of(b), b))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Some(last) = pieces.last_mut() {
+            last.turn_end = true;
+        }
+        pieces
+    });
+    SimPrompt::build(tools.chain(system).chain(messages))
+}
+
+fn block<'a>(role: Option<&'a str>, content: Content<'a>, kind: Kind, raw: &Value) -> Piece<'a> {
+    Piece {
+        role,
+        content,
+        kind,
+        mark: raw.get("cache_control").and_then(ttl_of),
+        turn_end: false,
+    }
+}
+
+fn text_or_json(block: &Value) -> Content<'_> {
+    match (block.get("type").and_then(Value::as_str), block.get("text")) {
+        (Some("text"), Some(Value::String(text))) => Content::Text(text),
+        _ => Content::Json(block),
+    }
+}
+
+fn kind_of(block: &Value) -> Kind {
+    match block.get("type").and_then(Value::as_str) {
+        Some("text") => Kind::Text,
+        Some("tool_use") => Kind::ToolUse,
+        Some("tool_result") => Kind::ToolResult,
+        _ => Kind::Other,
+    }
+}
+
+/// `{"type": "ephemeral", "ttl": "1h"}` → 1h; `ttl` absent → the default 5m.
+fn ttl_of(cache_control: &Value) -> Option<Ttl> {
+    if !cache_control.is_object() {
+        return None;
+    }
+    Some(match cache_control.get("ttl").and_then(Value::as_str) {
+        Some("1h") => Ttl::OneHour,
+        _ => Ttl::FiveMinutes,
+    })
 }
 
 async fn models() -> Response {
@@ -93,7 +205,7 @@ async fn models() -> Response {
 struct Message<'a> {
     id: String,
     model: &'a str,
-    input_tokens: u64,
+    usage: Usage,
     reply: Reply,
 }
 
@@ -106,13 +218,18 @@ impl Message<'_> {
         }
     }
 
-    /// The full `usage` object. Caching is not simulated yet, so every cache figure is 0.
+    /// The full `usage` object (providers.md §1.9): `input_tokens` counts only the tokens after
+    /// the last breakpoint.
     fn usage(&self, output_tokens: u64) -> Value {
+        let u = &self.usage;
         json!({
-            "input_tokens": self.input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "input_tokens": u.input_uncached,
+            "cache_creation_input_tokens": u.cache_write(),
+            "cache_read_input_tokens": u.cache_read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": u.cache_write_5m,
+                "ephemeral_1h_input_tokens": u.cache_write_1h,
+            },
             "output_tokens": output_tokens,
             "service_tier": "standard",
         })
@@ -140,7 +257,8 @@ impl Message<'_> {
         )
     }
 
-    fn events(&self) -> Vec<Bytes> {
+    /// The SSE events, each with the output tokens it delivers (one per text delta).
+    fn events(&self) -> Vec<(Bytes, u64)> {
         // message_start's output_tokens is a placeholder; the docs show 1.
         let start = self.envelope(json!([]), Value::Null, self.usage(1));
         let mut events = vec![
@@ -172,9 +290,9 @@ impl Message<'_> {
                     "delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
                     // Cumulative, and without the TTL breakdown, as MessageDeltaUsage is.
                     "usage": {
-                        "input_tokens": self.input_tokens,
-                        "cache_creation_input_tokens": 0,
-                        "cache_read_input_tokens": 0,
+                        "input_tokens": self.usage.input_uncached,
+                        "cache_creation_input_tokens": self.usage.cache_write(),
+                        "cache_read_input_tokens": self.usage.cache_read,
                         "output_tokens": self.reply.output_tokens,
                     },
                 }),
@@ -183,7 +301,10 @@ impl Message<'_> {
         ]);
         events
             .iter()
-            .map(|(name, data)| sse_event(Some(name), data, "\n"))
+            .map(|(name, data)| {
+                let tokens = u64::from(*name == "content_block_delta");
+                (sse_event(Some(name), data, "\n"), tokens)
+            })
             .collect()
     }
 }
@@ -204,7 +325,7 @@ mod tests {
             "tools": [{"name": "f", "input_schema": {"type": "object"}}],
             "messages": [{"role": "user", "content": "hello"}],
         });
-        let n = estimate_tokens(&[&req["tools"], &req["system"], &req["messages"]]);
+        let n = render(&req).tokens();
         (req, n)
     }
 

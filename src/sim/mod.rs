@@ -13,11 +13,18 @@
 //!
 //! Every reply is deterministic (`reply.rs`): the text names the model and the prompt token count,
 //! and IDs come from one counter per router, so two simulators fed the same requests answer the
-//! same bytes apart from timestamps. Caching is not billed yet: every cache usage field is 0.
+//! same bytes apart from timestamps.
+//!
+//! Caching is billed as the providers publish it (`../shared/providers.md`): each dialect renders
+//! its request into a [`prompt::SimPrompt`] (real o200k tokens, `tokens.rs`), the provider's rule
+//! in `rules/` decides what is read and written, and `engine.rs` keeps the caches and the bills
+//! (`billing.rs`, served at `GET /__sim/stats`). Time comes only from the simulator's `Clock`.
 
 mod anthropic;
+pub mod billing;
+pub mod engine;
 mod gemini;
-mod openai;
+pub(crate) mod openai;
 pub mod prompt;
 mod reply;
 pub mod rules;
@@ -25,10 +32,12 @@ pub mod tokens;
 mod wire;
 
 #[cfg(test)]
+mod caching_tests;
+#[cfg(test)]
 mod test_support;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -36,23 +45,42 @@ use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::response::Response;
 
-pub use reply::{Reply, estimate_tokens};
+pub use reply::Reply;
 
 use crate::clock::{self, Clock};
+use crate::pricing::PriceTable;
+use engine::Engine;
+pub use engine::Settings;
 use openai::Flavor;
 use wire::{Dialect, SimError};
 
-/// Router for `cachet sim`: mounts `/openai`, `/anthropic`, `/gemini`, `/deepseek`, `/vllm/{i}`.
+/// Router for `cachet sim`: mounts `/openai`, `/anthropic`, `/gemini`, `/deepseek`, `/vllm/{i}`,
+/// on the system clock with default settings.
 pub fn router(replicas: usize) -> Router {
-    build(Arc::new(Sim::new(Clock::system())), replicas)
+    router_with(replicas, Settings::default())
 }
 
-fn build(sim: Arc<Sim>, replicas: usize) -> Router {
+/// The same with settings (`cachet sim --gemini-implicit --kv-capacity-tokens N`).
+pub fn router_with(replicas: usize, settings: Settings) -> Router {
+    build(Arc::new(Sim::new(
+        Arc::new(Clock::system()),
+        settings,
+        replicas,
+    )))
+}
+
+/// The router of an existing simulator (the replay keeps the `Arc<Sim>` to read its bills).
+pub fn build(sim: Arc<Sim>) -> Router {
+    let replicas = sim.replicas;
     let mut app = Router::new()
         .nest("/openai", openai::router(sim.clone(), Flavor::OpenAi))
         .nest("/deepseek", openai::router(sim.clone(), Flavor::DeepSeek))
         .nest("/anthropic", anthropic::router(sim.clone()))
-        .nest("/gemini", gemini::router(sim.clone()));
+        .nest("/gemini", gemini::router(sim.clone()))
+        .route(
+            "/__sim/stats",
+            axum::routing::get(stats).with_state(sim.clone()),
+        );
     for i in 0..replicas {
         app = app.nest(
             &format!("/vllm/{i}"),
@@ -72,20 +100,62 @@ async fn unknown_mount(uri: Uri) -> Response {
     ))
 }
 
+/// `GET /__sim/stats`: billed tokens and nano-USD per API key and model, live cache entries,
+/// replica load.
+async fn stats(axum::extract::State(sim): axum::extract::State<Arc<Sim>>) -> Response {
+    wire::ok_json(&sim.stats())
+}
+
 /// State shared by every mount of one router.
-pub(crate) struct Sim {
+pub struct Sim {
     /// Source of the numeric part of every ID (`chatcmpl-sim-1`, `msg_sim_2`, …). One counter per
     /// router rather than per process, so that tests running side by side stay deterministic.
     last_id: AtomicU64,
-    clock: Clock,
+    clock: Arc<Clock>,
+    replicas: usize,
+    pub(crate) engine: Engine,
+    gemini_caches: Mutex<gemini::Store>,
 }
 
 impl Sim {
-    pub(crate) fn new(clock: Clock) -> Self {
+    pub fn new(clock: Arc<Clock>, settings: Settings, replicas: usize) -> Self {
+        // The built-in table is compiled in and checked by the pricing tests.
+        let prices = PriceTable::built_in().unwrap_or_default();
         Sim {
             last_id: AtomicU64::new(0),
             clock,
+            replicas,
+            engine: Engine::new(prices, settings, replicas),
+            gemini_caches: Mutex::default(),
         }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let now = self.now();
+        let caches = self.gemini_caches().summary(&self.engine, now);
+        self.engine.stats(now, caches)
+    }
+
+    /// Books the storage of every Gemini cache still alive up to its expiry, which its creator
+    /// has committed to unless it deletes it: the end of a replay.
+    pub fn settle(&self) {
+        self.gemini_caches().settle(&self.engine);
+    }
+
+    pub fn accounts(&self) -> Vec<(String, String, billing::Account)> {
+        self.engine.accounts()
+    }
+
+    pub fn replica_totals(&self) -> Vec<(u64, u64, u64, f64)> {
+        self.engine.replica_totals()
+    }
+
+    pub(crate) fn gemini_caches(&self) -> std::sync::MutexGuard<'_, gemini::Store> {
+        // A panic while holding the lock leaves the store consistent (every update is one
+        // insert or remove), so a poisoned lock is safe to keep using.
+        self.gemini_caches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn next_id(&self) -> u64 {

@@ -1,54 +1,9 @@
-//! The simulator's deterministic reply and its token rule.
-//!
-//! Reply: `cachet-sim reply from {model} to {n} prompt tokens.`, one output token per
-//! whitespace-separated word, cut to the first k words when the request caps output below that.
-//! Tokens: `ceil(bytes / 4)` of the compact JSON of the prompt-bearing fields. Both are stand-ins
-//! (the next issue brings a BPE tokenizer); what callers rely on is that they are pure, so a test
-//! can predict every usage figure from the request alone.
-
-use std::io;
+//! The simulator's deterministic reply: `cachet-sim reply from {model} to {n} prompt tokens.`,
+//! one output token per whitespace-separated word, cut to the first k words when the request
+//! caps output below that. It is pure, so a test can predict every output figure from the
+//! request alone (prompt tokens come from `tokens.rs` through `prompt.rs`).
 
 use serde_json::Value;
-
-/// Prompt tokens of the prompt-bearing fields: `ceil(total bytes / 4)` of their compact JSON
-/// (`serde_json::to_vec`), summed over `parts` before rounding up.
-pub fn estimate_tokens(parts: &[&Value]) -> u64 {
-    parts
-        .iter()
-        .map(|part| json_len(part))
-        .sum::<u64>()
-        .div_ceil(4)
-}
-
-/// Length of the compact JSON of `value`, counted without building the bytes.
-fn json_len(value: &Value) -> u64 {
-    struct Count(u64);
-    impl io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // A `Value` always serialises (its keys are strings) and `Count` never fails to write.
-    match serde_json::to_writer(&mut count, value) {
-        Ok(()) => count.0,
-        Err(_) => 0,
-    }
-}
-
-/// The present, non-null fields of `body` among `names`, in the order given: the prompt-bearing
-/// parts for [`estimate_tokens`]. A `null` counts as absent, as the providers treat it.
-pub(crate) fn present<'a>(body: &'a Value, names: &[&str]) -> Vec<&'a Value> {
-    names
-        .iter()
-        .filter_map(|name| body.get(*name))
-        .filter(|value| !value.is_null())
-        .collect()
-}
 
 /// The tightest output cap among the JSON pointers given (`/max_tokens`,
 /// `/generationConfig/maxOutputTokens`, …); `None` when the request sets none.
@@ -87,6 +42,20 @@ impl Reply {
         }
     }
 
+    /// A reply of exactly `n` words: the sentence repeated as often as needed, as a model told
+    /// to ignore its end-of-sequence token (vLLM's `ignore_eos`) generates up to its cap.
+    pub fn exactly(model: &str, prompt_tokens: u64, n: u64) -> Self {
+        let full = format!("cachet-sim reply from {model} to {prompt_tokens} prompt tokens.");
+        let words: Vec<&str> = full.split_whitespace().collect();
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let text: Vec<&str> = words.iter().copied().cycle().take(n).collect();
+        Reply {
+            text: text.join(" "),
+            output_tokens: text.len() as u64,
+            truncated: true,
+        }
+    }
+
     /// The stream deltas: each word with its following space, the last without, so that the
     /// deltas concatenate to `text` exactly. Empty when the cap kept no word.
     pub fn deltas(&self) -> impl Iterator<Item = &str> {
@@ -98,26 +67,6 @@ impl Reply {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn tokens_are_ceil_quarter_bytes_of_compact_json() {
-        assert_eq!(estimate_tokens(&[]), 0);
-        // `"abc"` is 5 bytes → 2 tokens; `[1,2]` adds 5 → 10 bytes → 3 tokens.
-        let a = json!("abc");
-        let b = json!([1, 2]);
-        assert_eq!(estimate_tokens(&[&a]), 2);
-        assert_eq!(estimate_tokens(&[&a, &b]), 3);
-        let msgs = json!([{"role": "user", "content": "hi"}]);
-        let bytes = serde_json::to_vec(&msgs).unwrap().len() as u64;
-        assert_eq!(estimate_tokens(&[&msgs]), bytes.div_ceil(4));
-    }
-
-    #[test]
-    fn present_skips_absent_and_null_fields_in_order() {
-        let body = json!({"messages": [1], "tools": null, "system": "s"});
-        let parts = present(&body, &["tools", "system", "messages"]);
-        assert_eq!(parts, vec![&json!("s"), &json!([1])]);
-    }
 
     #[test]
     fn output_cap_takes_the_smallest_integer() {
@@ -140,6 +89,18 @@ mod tests {
         assert_eq!(reply.output_tokens, 8);
         assert!(!reply.truncated);
         assert_eq!(Reply::new("gpt-4o", 12, Some(8)), reply);
+    }
+
+    #[test]
+    fn exactly_repeats_to_the_cap() {
+        let reply = Reply::exactly("m", 3, 20);
+        assert_eq!(reply.output_tokens, 20);
+        assert_eq!(reply.deltas().count(), 20);
+        assert!(
+            reply
+                .text
+                .starts_with("cachet-sim reply from m to 3 prompt tokens. cachet-sim")
+        );
     }
 
     #[test]

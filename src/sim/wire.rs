@@ -3,11 +3,14 @@
 //! body chunks, as a real upstream does, so that clients and the proxy's stream tap see frames.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+use super::Sim;
 
 pub(crate) const SSE: &str = "text/event-stream";
 pub(crate) const JSON: &str = "application/json";
@@ -168,15 +171,50 @@ pub(crate) fn sse_event(event: Option<&str>, data: &Value, eol: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// A 200 whose body is `chunks`, one body frame each, never buffered into one.
-pub(crate) fn stream_response(content_type: &'static str, chunks: Vec<Bytes>) -> Response {
-    let body = Body::from_stream(futures_util::stream::iter(
-        chunks.into_iter().map(Ok::<Bytes, Infallible>),
-    ));
+/// A 200 whose body is `chunks`, one body frame each, never buffered into one. Each chunk
+/// carries the output tokens it delivers, billed through `meter` as the chunk is handed to the
+/// connection: a client that disconnects mid-stream pays only for what it was sent.
+pub(crate) fn stream_response(
+    content_type: &'static str,
+    chunks: Vec<(Bytes, u64)>,
+    meter: Meter,
+) -> Response {
+    let body = Body::from_stream(futures_util::stream::iter(chunks.into_iter().map(
+        move |(chunk, tokens)| {
+            meter.bill(tokens);
+            Ok::<Bytes, Infallible>(chunk)
+        },
+    )));
     let mut res = (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
+}
+
+/// Bills output tokens of one request to its API key and model.
+pub(crate) struct Meter {
+    pub sim: Arc<Sim>,
+    pub key: String,
+    pub model: String,
+}
+
+impl Meter {
+    pub(crate) fn bill(&self, tokens: u64) {
+        self.sim
+            .engine
+            .bill_output(&self.key, &self.model, tokens, self.sim.now());
+    }
+}
+
+/// The caller's credential as the simulator partitions caches by it: `x-api-key`, a bearer
+/// token, or `x-goog-api-key`; empty when none is sent.
+pub(crate) fn api_key(headers: &HeaderMap) -> String {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    get("x-api-key")
+        .or_else(|| get("authorization").and_then(|v| v.strip_prefix("Bearer ")))
+        .or_else(|| get("x-goog-api-key"))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[cfg(test)]

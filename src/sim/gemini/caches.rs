@@ -4,7 +4,9 @@
 //! contents themselves: nothing reads them back, since the resource's contents are input-only.
 //!
 //! Expired entries are dropped lazily: on lookup, and from the whole store on each create, so
-//! the store stays bounded by the live entries.
+//! the store stays bounded by the live entries. Billing (providers.md §3.4): a create bills the
+//! cache's tokens at the input price; storage is booked when an entry ends, for the tokens
+//! held from creation to deletion or expiry.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -17,7 +19,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Caller, Ctx, D, bare_model, field, prompt_parts};
 use crate::clock::{format_rfc3339, parse_duration, parse_rfc3339};
-use crate::sim::reply::estimate_tokens;
+use crate::sim::engine::Engine;
+use crate::sim::prompt::SimPrompt;
 use crate::sim::wire::{SimError, ok_json, parse_object, require_str};
 
 /// "If not set, the TTL defaults to 1 hour."
@@ -27,7 +30,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 #[derive(Default)]
-pub(super) struct Store {
+pub(crate) struct Store {
     entries: HashMap<String, Entry>,
 }
 
@@ -74,15 +77,67 @@ fn full_name(name: &str) -> String {
 }
 
 impl Store {
+    /// Removes the entry `name`, booking its storage up to `ended`.
+    fn end(&mut self, engine: &Engine, name: &str, ended: SystemTime) {
+        if let Some(e) = self.entries.remove(name) {
+            let model = bare_model(&e.model);
+            engine.gemini_cache_ended(
+                &e.owner,
+                model,
+                e.tokens,
+                e.create_time,
+                ended.min(e.expire_time),
+            );
+        }
+    }
+
+    /// Ends every entry expired at `now`.
+    fn drop_expired(&mut self, engine: &Engine, now: SystemTime) {
+        let expired: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.expire_time <= now)
+            .map(|e| e.name.clone())
+            .collect();
+        for name in expired {
+            self.end(engine, &name, now);
+        }
+    }
+
+    /// Ends every entry at its expiry: what their owners are committed to pay for.
+    pub(crate) fn settle(&mut self, engine: &Engine) {
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in names {
+            self.end(
+                engine,
+                &name,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX >> 2),
+            );
+        }
+    }
+
+    /// `/__sim/stats`: live entries and the tokens they hold, after booking expired ones.
+    pub(crate) fn summary(&mut self, engine: &Engine, now: SystemTime) -> Value {
+        self.drop_expired(engine, now);
+        let tokens: u64 = self.entries.values().map(|e| e.tokens).sum();
+        json!({"cached_contents": self.entries.len(), "tokens": tokens})
+    }
+
     /// The caller's live entry called `name`.
-    fn lookup(&mut self, key: &str, name: &str, now: SystemTime) -> Result<&mut Entry, SimError> {
+    fn lookup(
+        &mut self,
+        engine: &Engine,
+        key: &str,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<&mut Entry, SimError> {
         let name = full_name(name);
         let expired = match self.entries.get(&name) {
             None => true,
             Some(entry) => entry.expire_time <= now,
         };
         if expired {
-            self.entries.remove(&name);
+            self.end(engine, &name, now);
             return Err(SimError::not_found(
                 D,
                 format!("CachedContent not found: {name}"),
@@ -102,12 +157,13 @@ impl Store {
     /// cache's own ("Cached content can be only used with model it was created for").
     pub(super) fn tokens_for(
         &mut self,
+        engine: &Engine,
         key: &str,
         name: &str,
         model: &str,
         now: SystemTime,
     ) -> Result<u64, SimError> {
-        let entry = self.lookup(key, name, now)?;
+        let entry = self.lookup(engine, key, name, now)?;
         if bare_model(&entry.model) != bare_model(model) {
             return Err(SimError::bad_request(
                 D,
@@ -159,20 +215,24 @@ pub(super) async fn create(
     let now = ctx.sim.now();
     let expire_time = requested_expiry(&req, now)?.unwrap_or(now + DEFAULT_TTL);
     let seq = ctx.sim.next_id();
+    let tokens = SimPrompt::build(prompt_parts(&req)).tokens();
+    ctx.sim
+        .engine
+        .gemini_cache_created(&caller.key, bare_model(&model), tokens, now);
     let entry = Entry {
         seq,
         owner: caller.key,
         name: format!("cachedContents/sim-cache-{seq}"),
         model,
         display_name: field(&req, "displayName").cloned(),
-        tokens: estimate_tokens(&prompt_parts(&req)),
+        tokens,
         create_time: now,
         update_time: now,
         expire_time,
     };
     let out = entry.json();
     let mut store = ctx.caches();
-    store.entries.retain(|_, e| e.expire_time > now);
+    store.drop_expired(&ctx.sim.engine, now);
     store.entries.insert(entry.name.clone(), entry);
     Ok(ok_json(&out))
 }
@@ -222,7 +282,7 @@ pub(super) async fn get(
 ) -> Result<Response, SimError> {
     let now = ctx.sim.now();
     let mut store = ctx.caches();
-    let entry = store.lookup(&caller.key, &id, now)?;
+    let entry = store.lookup(&ctx.sim.engine, &caller.key, &id, now)?;
     Ok(ok_json(&entry.json()))
 }
 
@@ -238,7 +298,7 @@ pub(super) async fn patch(
     let expire_time = requested_expiry(&req, now)?
         .ok_or_else(|| SimError::bad_request(D, "set ttl or expireTime to update"))?;
     let mut store = ctx.caches();
-    let entry = store.lookup(&caller.key, &id, now)?;
+    let entry = store.lookup(&ctx.sim.engine, &caller.key, &id, now)?;
     entry.expire_time = expire_time;
     entry.update_time = now;
     Ok(ok_json(&entry.json()))
@@ -251,7 +311,10 @@ pub(super) async fn delete(
 ) -> Result<Response, SimError> {
     let now = ctx.sim.now();
     let mut store = ctx.caches();
-    let name = store.lookup(&caller.key, &id, now)?.name.clone();
-    store.entries.remove(&name);
+    let name = store
+        .lookup(&ctx.sim.engine, &caller.key, &id, now)?
+        .name
+        .clone();
+    store.end(&ctx.sim.engine, &name, now);
     Ok(ok_json(&json!({})))
 }

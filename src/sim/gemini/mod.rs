@@ -6,14 +6,14 @@
 //!
 //! The API key is the `x-goog-api-key` header or the `?key=` parameter. Request fields are read
 //! in camelCase or snake_case, as Google's JSON parser accepts both. A `cachedContent` reference
-//! puts the cache's tokens in `promptTokenCount` (its contents are a prefix of the prompt);
-//! `cachedContentTokenCount` stays 0 until caching is billed.
+//! puts the cache's tokens in `promptTokenCount` (its contents are a prefix of the prompt) and in
+//! `cachedContentTokenCount` (read in full, billed at the caching price).
 
 mod caches;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,36 +25,31 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::Sim;
-use super::reply::{Reply, estimate_tokens};
+use super::openai::{json_piece, text_piece};
+use super::prompt::{Kind, Piece, SimPrompt};
+use super::reply::Reply;
 use super::wire::{
-    Dialect, JSON, SSE, SimError, ok_json, parse_object, sse_event, stream_response,
+    Dialect, JSON, Meter, SSE, SimError, ok_json, parse_object, sse_event, stream_response,
 };
+use crate::usage::Usage;
 
 const D: Dialect = Dialect::Gemini;
-/// The prompt-bearing fields, in the order Gemini renders them.
-const PROMPT: [&str; 3] = ["tools", "systemInstruction", "contents"];
+
+pub(crate) use caches::Store;
 
 #[derive(Clone)]
 struct Ctx {
     sim: Arc<Sim>,
-    caches: Arc<Mutex<caches::Store>>,
 }
 
 impl Ctx {
     fn caches(&self) -> MutexGuard<'_, caches::Store> {
-        // A panic while holding the lock leaves the store consistent (every update is one
-        // insert or remove), so a poisoned lock is safe to keep using.
-        self.caches
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sim.gemini_caches()
     }
 }
 
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
-    let ctx = Ctx {
-        sim,
-        caches: Arc::default(),
-    };
+    let ctx = Ctx { sim };
     let api = Router::new()
         .route("/models/{*rest}", post(models_action))
         .route("/cachedContents", post(caches::create).get(caches::list))
@@ -115,8 +110,69 @@ fn field<'a>(body: &'a Value, camel: &str) -> Option<&'a Value> {
     (!value.is_null()).then_some(value)
 }
 
-fn prompt_parts(body: &Value) -> Vec<&Value> {
-    PROMPT.iter().filter_map(|name| field(body, name)).collect()
+/// The prompt in Gemini's order: tools, the system instruction, then each content's parts,
+/// with the role on a content's first part and a turn end after each content.
+fn prompt_parts(body: &Value) -> Vec<Piece<'_>> {
+    let list = |name| {
+        field(body, name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
+    let mut pieces: Vec<Piece<'_>> = list("tools")
+        .map(|tool| json_piece(None, tool, Kind::Tool))
+        .collect();
+    let system = field(body, "systemInstruction").and_then(|s| field(s, "parts"));
+    for (i, part) in system
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        pieces.push(part_piece((i == 0).then_some("system"), part));
+    }
+    for content in list("contents") {
+        let role = content
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user");
+        let parts = content
+            .get("parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let first = pieces.len();
+        pieces.extend(
+            parts
+                .enumerate()
+                .map(|(i, part)| part_piece((i == 0).then_some(role), part)),
+        );
+        if pieces.len() > first {
+            if let Some(last) = pieces.last_mut() {
+                last.turn_end = true;
+            }
+        }
+    }
+    pieces
+}
+
+fn part_piece<'a>(role: Option<&'a str>, part: &'a Value) -> Piece<'a> {
+    if let Some(text) = part.get("text").and_then(Value::as_str) {
+        return text_piece(role, text);
+    }
+    let kind = if field(part, "functionCall").is_some() {
+        Kind::ToolUse
+    } else if field(part, "functionResponse").is_some() {
+        Kind::ToolResult
+    } else {
+        Kind::Other
+    };
+    json_piece(role, part, kind)
+}
+
+/// The request's own prompt (without any cached content).
+pub(crate) fn render(body: &Value) -> SimPrompt {
+    SimPrompt::build(prompt_parts(body))
 }
 
 /// `models/gemini-2.5-flash` and `gemini-2.5-flash` name the same model.
@@ -160,20 +216,32 @@ async fn models_action(
     if mode == Mode::Count {
         return count_tokens(&ctx, &caller.key, model, &req);
     }
-    let prompt_tokens = prompt_tokens(&ctx, &caller.key, model, &req)?;
+    let own = render(&req);
+    let explicit = cached_tokens(&ctx, &caller.key, model, &req)?;
+    let now = ctx.sim.now();
+    let usage = ctx
+        .sim
+        .engine
+        .gemini(&caller.key, model, &own, explicit, now);
     let cap = field(&req, "generationConfig")
         .and_then(|config| field(config, "maxOutputTokens"))
         .and_then(Value::as_u64);
     let answer = Answer {
         response_id: format!("gemini-sim-{}", ctx.sim.next_id()),
         model,
-        prompt_tokens,
-        reply: Reply::new(model, prompt_tokens, cap),
+        reply: Reply::new(model, usage.input_total(), cap),
+        usage,
+    };
+    let meter = Meter {
+        sim: ctx.sim.clone(),
+        key: caller.key,
+        model: model.to_owned(),
     };
     Ok(match mode {
-        Mode::Sse => stream_response(SSE, answer.sse()),
-        Mode::JsonArray => stream_response(JSON, answer.json_array()),
+        Mode::Sse => stream_response(SSE, answer.sse(), meter),
+        Mode::JsonArray => stream_response(JSON, answer.json_array(), meter),
         Mode::Json | Mode::Count => {
+            meter.bill(answer.reply.output_tokens);
             ok_json(&answer.chunk(&answer.reply.text, answer.reply.output_tokens, true))
         }
     })
@@ -187,12 +255,11 @@ enum Mode {
     Count,
 }
 
-/// Prompt tokens of a `GenerateContentRequest`: with `cachedContent`, the cache's own tokens
-/// plus the request's, which then must not set what the cache already fixes.
-fn prompt_tokens(ctx: &Ctx, key: &str, model: &str, req: &Value) -> Result<u64, SimError> {
-    let own = estimate_tokens(&prompt_parts(req));
+/// Tokens of the `cachedContent` a `GenerateContentRequest` references (`None` when it
+/// references none), which then must not set what the cache already fixes (providers.md §3.3).
+fn cached_tokens(ctx: &Ctx, key: &str, model: &str, req: &Value) -> Result<Option<u64>, SimError> {
     let Some(cached) = field(req, "cachedContent") else {
-        return Ok(own);
+        return Ok(None);
     };
     let name = cached
         .as_str()
@@ -209,15 +276,17 @@ fn prompt_tokens(ctx: &Ctx, key: &str, model: &str, req: &Value) -> Result<u64, 
         ));
     }
     let now = ctx.sim.now();
-    let cached_tokens = ctx.caches().tokens_for(key, name, model, now)?;
-    Ok(cached_tokens + own)
+    let tokens = ctx
+        .caches()
+        .tokens_for(&ctx.sim.engine, key, name, model, now)?;
+    Ok(Some(tokens))
 }
 
 /// `countTokens` takes either `contents` or a whole `generateContentRequest`.
 fn count_tokens(ctx: &Ctx, key: &str, model: &str, req: &Value) -> Result<Response, SimError> {
     let total = match field(req, "generateContentRequest") {
-        Some(inner) => prompt_tokens(ctx, key, model, inner)?,
-        None => estimate_tokens(&prompt_parts(req)),
+        Some(inner) => render(inner).tokens() + cached_tokens(ctx, key, model, inner)?.unwrap_or(0),
+        None => render(req).tokens(),
     };
     Ok(ok_json(&json!({
         "totalTokens": total,
@@ -228,7 +297,7 @@ fn count_tokens(ctx: &Ctx, key: &str, model: &str, req: &Value) -> Result<Respon
 struct Answer<'a> {
     response_id: String,
     model: &'a str,
-    prompt_tokens: u64,
+    usage: Usage,
     reply: Reply,
 }
 
@@ -247,16 +316,22 @@ impl Answer<'_> {
         } else {
             json!({"content": content, "index": 0})
         };
-        let prompt = self.prompt_tokens;
+        // promptTokenCount includes the cached tokens (providers.md §3.5).
+        let prompt = self.usage.input_total();
+        let mut usage = json!({
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt + candidates,
+            "cachedContentTokenCount": self.usage.cache_read,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+        });
+        if self.usage.cache_read > 0 {
+            usage["cacheTokensDetails"] =
+                json!([{"modality": "TEXT", "tokenCount": self.usage.cache_read}]);
+        }
         json!({
             "candidates": [candidate],
-            "usageMetadata": {
-                "promptTokenCount": prompt,
-                "candidatesTokenCount": candidates,
-                "totalTokenCount": prompt + candidates,
-                "cachedContentTokenCount": 0,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
-            },
+            "usageMetadata": usage,
             "modelVersion": self.model,
             "responseId": self.response_id,
         })
@@ -277,25 +352,35 @@ impl Answer<'_> {
     }
 
     /// `data: {chunk}\r\n\r\n`, with the CRLF line endings Google's servers use.
-    fn sse(&self) -> Vec<Bytes> {
+    fn sse(&self) -> Vec<(Bytes, u64)> {
         self.chunks()
             .iter()
-            .map(|chunk| sse_event(None, chunk, "\r\n"))
+            .map(|chunk| (sse_event(None, chunk, "\r\n"), self.words_in(chunk)))
             .collect()
     }
 
+    /// Output tokens a chunk delivers: one per word of its text.
+    fn words_in(&self, chunk: &Value) -> u64 {
+        let text = chunk.pointer("/candidates/0/content/parts/0/text");
+        text.and_then(Value::as_str)
+            .map_or(0, |t| t.split_whitespace().count() as u64)
+    }
+
     /// Google's streamed JSON array, `[{…}\n,\r\n{…}\n]`, one element per body chunk.
-    fn json_array(&self) -> Vec<Bytes> {
-        let mut out: Vec<Bytes> = self
+    fn json_array(&self) -> Vec<(Bytes, u64)> {
+        let mut out: Vec<(Bytes, u64)> = self
             .chunks()
             .iter()
             .enumerate()
             .map(|(i, chunk)| {
                 let lead = if i == 0 { "[" } else { ",\r\n" };
-                Bytes::from(format!("{lead}{chunk}\n"))
+                (
+                    Bytes::from(format!("{lead}{chunk}\n")),
+                    self.words_in(chunk),
+                )
             })
             .collect();
-        out.push(Bytes::from_static(b"]"));
+        out.push((Bytes::from_static(b"]"), 0));
         out
     }
 }

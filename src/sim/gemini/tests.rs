@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::clock::{Clock, parse_rfc3339};
-use crate::sim::estimate_tokens;
+use crate::sim::gemini::render;
 use crate::sim::test_support::{TestResponse, call, json_of};
 use crate::sim::{Sim, build};
 
@@ -14,8 +14,8 @@ const KEY: (&str, &str) = ("x-goog-api-key", "key-a");
 const GEN: &str = "/gemini/v1beta/models/gemini-2.5-flash:generateContent";
 
 fn sim() -> (Arc<Sim>, Router) {
-    let sim = Arc::new(Sim::new(Clock::system()));
-    (sim.clone(), build(sim, 0))
+    let sim = Arc::new(Sim::new(Arc::new(Clock::system()), Default::default(), 0));
+    (sim.clone(), build(sim))
 }
 
 fn request() -> (Value, u64) {
@@ -24,7 +24,7 @@ fn request() -> (Value, u64) {
         "systemInstruction": {"parts": [{"text": "be brief"}]},
         "tools": [{"functionDeclarations": [{"name": "f"}]}],
     });
-    let n = estimate_tokens(&[&req["tools"], &req["systemInstruction"], &req["contents"]]);
+    let n = render(&req).tokens();
     (req, n)
 }
 
@@ -162,7 +162,10 @@ async fn count_tokens_both_forms() {
     let path = "/gemini/v1beta/models/gemini-2.5-flash:countTokens";
     let contents_only = json!({"contents": req["contents"]});
     let body = json_of(&post(&app, path, &contents_only).await);
-    assert_eq!(body["totalTokens"], estimate_tokens(&[&req["contents"]]));
+    assert_eq!(
+        body["totalTokens"],
+        render(&json!({"contents": req["contents"]})).tokens()
+    );
     let wrapped = json!({"generateContentRequest": req});
     let body = json_of(&post(&app, path, &wrapped).await);
     assert_eq!(body["totalTokens"], n);
@@ -213,7 +216,7 @@ fn cache_body() -> (Value, u64) {
         "contents": [{"role": "user", "parts": [{"text": "a long document"}]}],
         "systemInstruction": {"parts": [{"text": "you answer questions"}]},
     });
-    let n = estimate_tokens(&[&body["systemInstruction"], &body["contents"]]);
+    let n = render(&body).tokens();
     (body, n)
 }
 
@@ -391,11 +394,12 @@ async fn generate_with_cached_content_counts_its_tokens() {
     let created = create_cache(&app, json!({})).await;
     let name = created["name"].clone();
     let contents = json!([{"role": "user", "parts": [{"text": "what does it say?"}]}]);
-    let own = estimate_tokens(&[&contents]);
+    let own = render(&json!({"contents": contents})).tokens();
     let req = json!({"contents": contents, "cachedContent": name});
     let body = json_of(&post(&app, GEN, &req).await);
     assert_eq!(body["usageMetadata"]["promptTokenCount"], cached + own);
-    assert_eq!(body["usageMetadata"]["cachedContentTokenCount"], 0);
+    // An explicit cache is always read in full (providers.md §3.7).
+    assert_eq!(body["usageMetadata"]["cachedContentTokenCount"], cached);
     let text = body["candidates"][0]["content"]["parts"][0]["text"]
         .as_str()
         .unwrap();

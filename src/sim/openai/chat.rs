@@ -6,14 +6,16 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::Ctx;
-use crate::sim::reply::{Reply, estimate_tokens, output_cap, present};
+use super::{Ctx, render_messages};
+use crate::sim::prompt::SimPrompt;
+use crate::sim::reply::{Reply, output_cap};
 use crate::sim::wire::{
-    Dialect, SSE, SimError, ok_json, parse_object, require_messages, require_str, sse_event,
-    stream_response, wants_stream,
+    Dialect, SSE, SimError, api_key, ok_json, parse_object, require_messages, require_str,
+    sse_event, stream_response, wants_stream,
 };
 
 /// Identity shared by the completion and each of its chunks.
@@ -23,29 +25,42 @@ struct Head<'a> {
     model: &'a str,
 }
 
-pub(super) async fn handle(State(ctx): State<Ctx>, body: Bytes) -> Result<Response, SimError> {
+pub(super) async fn handle(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SimError> {
     let req = parse_object(Dialect::OpenAi, &body)?;
     let model = require_str(Dialect::OpenAi, &req, "model")?;
-    require_messages(Dialect::OpenAi, &req, "messages")?;
-    let prompt = estimate_tokens(&present(&req, &["tools", "messages"]));
+    let messages = require_messages(Dialect::OpenAi, &req, "messages")?;
+    let prompt = SimPrompt::build(render_messages(req.get("tools"), messages));
     let cap = output_cap(&req, &["/max_completion_tokens", "/max_tokens"]);
-    let reply = Reply::new(model, prompt, cap);
+    let key = api_key(&headers);
+    let billed = ctx.bill(&key, model, &prompt, &req, cap);
+    let reply = &billed.reply;
     let head = Head {
         id: format!("chatcmpl-sim-{}", ctx.sim.next_id()),
         created: ctx.sim.unix_now(),
         model,
     };
-    let usage = ctx.flavor.chat_usage(prompt, reply.output_tokens);
-    if wants_stream(&req) {
+    let usage = ctx.flavor.chat_usage(&billed.usage, reply.output_tokens);
+    let meter = ctx.meter(key, model);
+    let mut res = if wants_stream(&req) {
         let include_usage = req
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        let chunks = stream_chunks(&head, &reply, include_usage.then_some(usage));
-        Ok(stream_response(SSE, chunks))
+        let chunks = stream_chunks(&head, reply, include_usage.then_some(usage));
+        stream_response(SSE, chunks, meter)
     } else {
-        Ok(ok_json(&completion(&head, &reply, usage)))
+        meter.bill(reply.output_tokens);
+        ok_json(&completion(&head, reply, usage))
+    };
+    if let Some(n) = billed.in_flight {
+        res.headers_mut()
+            .insert("x-cachet-sim-in-flight", HeaderValue::from(n));
     }
+    Ok(res)
 }
 
 fn finish_reason(reply: &Reply) -> &'static str {
@@ -75,8 +90,9 @@ fn completion(head: &Head<'_>, reply: &Reply, usage: Value) -> Value {
     })
 }
 
-/// The SSE body, one event per chunk. `usage` is `Some` when the client asked for it.
-fn stream_chunks(head: &Head<'_>, reply: &Reply, usage: Option<Value>) -> Vec<Bytes> {
+/// The SSE body, one event per chunk with the output tokens it carries. `usage` is `Some` when
+/// the client asked for it.
+fn stream_chunks(head: &Head<'_>, reply: &Reply, usage: Option<Value>) -> Vec<(Bytes, u64)> {
     let with_usage = usage.is_some();
     let choice = |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
     let mut chunks = vec![chunk(
@@ -102,11 +118,19 @@ fn stream_chunks(head: &Head<'_>, reply: &Reply, usage: Option<Value>) -> Vec<By
     if let Some(usage) = usage {
         chunks.push(chunk(head, json!([]), Some(usage)));
     }
-    let mut events: Vec<Bytes> = chunks
+    let words = reply.deltas().count();
+    let mut events: Vec<(Bytes, u64)> = chunks
         .iter()
-        .map(|chunk| sse_event(None, chunk, "\n"))
+        .enumerate()
+        // Chunk 0 opens the message; chunks 1..=words carry one word each.
+        .map(|(i, chunk)| {
+            (
+                sse_event(None, chunk, "\n"),
+                u64::from((1..=words).contains(&i)),
+            )
+        })
         .collect();
-    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events.push((Bytes::from_static(b"data: [DONE]\n\n"), 0));
     events
 }
 
@@ -129,7 +153,7 @@ fn chunk(head: &Head<'_>, choices: Value, usage: Option<Value>) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use crate::sim::estimate_tokens;
+    use crate::sim::prompt::SimPrompt;
     use crate::sim::test_support::{call, json_of};
     use axum::http::StatusCode;
     use serde_json::{Value, json};
@@ -150,7 +174,8 @@ mod tests {
         for (k, v) in extra.as_object().unwrap() {
             req[k] = v.clone();
         }
-        let tokens = estimate_tokens(&[&req["tools"], &req["messages"]]);
+        let messages = req["messages"].as_array().unwrap();
+        let tokens = SimPrompt::build(super::render_messages(req.get("tools"), messages)).tokens();
         (req, tokens)
     }
 

@@ -22,8 +22,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::Sim;
-use super::reply::estimate_tokens;
-use super::wire::{Dialect, SimError, ok_json, parse_object, require_str};
+use super::prompt::{Content, Kind, Piece, SimPrompt};
+use super::reply::Reply;
+use super::tokens::tokenizer;
+use super::wire::{Dialect, Meter, SimError, ok_json, parse_object, require_str};
+use crate::usage::Usage;
 
 /// Which OpenAI-compatible server a mount imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,22 +38,24 @@ pub(crate) enum Flavor {
 }
 
 impl Flavor {
-    /// Chat Completions usage. Caching is not simulated yet, so every cache figure is 0.
-    fn chat_usage(self, prompt: u64, completion: u64) -> Value {
+    /// Chat Completions usage with the cache figures in each flavour's fields (providers.md
+    /// §2.6, §4, §6).
+    fn chat_usage(self, usage: &Usage, completion: u64) -> Value {
+        let prompt = usage.input_total();
         match self {
             Flavor::DeepSeek => json!({
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0},
-                "prompt_cache_hit_tokens": 0,
-                "prompt_cache_miss_tokens": prompt,
+                "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+                "prompt_cache_hit_tokens": usage.cache_read,
+                "prompt_cache_miss_tokens": usage.input_uncached,
             }),
             Flavor::OpenAi | Flavor::Vllm(_) => json!({
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": usage.cache_read, "audio_tokens": 0},
                 "completion_tokens_details": {
                     "reasoning_tokens": 0,
                     "audio_tokens": 0,
@@ -83,6 +88,144 @@ impl Flavor {
 struct Ctx {
     sim: Arc<Sim>,
     flavor: Flavor,
+}
+
+/// The input side of one request as the flavour's cache bills it, plus the reply and, for a
+/// replica, its in-flight count.
+struct Billed {
+    usage: Usage,
+    reply: Reply,
+    in_flight: Option<usize>,
+}
+
+impl Ctx {
+    /// Applies the flavour's cache rule to `prompt`: OpenAI's machines, DeepSeek's units, a
+    /// replica's LRU. `cap` is the output cap; `exact` asks for exactly `cap` output tokens
+    /// (vLLM's `ignore_eos`, as benchmarks send it).
+    fn bill(
+        &self,
+        key: &str,
+        model: &str,
+        prompt: &SimPrompt,
+        req: &Value,
+        cap: Option<u64>,
+    ) -> Billed {
+        let now = self.sim.now();
+        let exact = req.get("ignore_eos").and_then(Value::as_bool) == Some(true);
+        let reply = match cap {
+            Some(n) if exact => Reply::exactly(model, prompt.tokens(), n),
+            _ => Reply::new(model, prompt.tokens(), cap),
+        };
+        let engine = &self.sim.engine;
+        let (usage, in_flight) = match self.flavor {
+            Flavor::OpenAi => {
+                let cache_key = req.get("prompt_cache_key").and_then(Value::as_str);
+                (engine.openai(key, model, prompt, cache_key, now), None)
+            }
+            Flavor::DeepSeek => {
+                let with_output = prompt.concat(&SimPrompt::build([Piece {
+                    role: Some("assistant"),
+                    content: Content::Text(&reply.text),
+                    kind: Kind::Text,
+                    mark: None,
+                    turn_end: true,
+                }]));
+                (engine.deepseek(key, model, prompt, &with_output, now), None)
+            }
+            Flavor::Vllm(i) => {
+                let out = engine.replica(i, prompt, reply.output_tokens, now);
+                let usage = Usage {
+                    input_uncached: prompt.tokens() - out.cached,
+                    cache_read: out.cached,
+                    ..Usage::default()
+                };
+                engine.bill_input(key, model, &usage, now);
+                (usage, Some(out.in_flight))
+            }
+        };
+        Billed {
+            usage,
+            reply,
+            in_flight,
+        }
+    }
+
+    fn meter(&self, key: String, model: &str) -> Meter {
+        Meter {
+            sim: self.sim.clone(),
+            key,
+            model: model.to_owned(),
+        }
+    }
+}
+
+/// A chat message list in order, one block per string content, content part and tool call,
+/// with the role on each message's first block and a turn end after every user and assistant
+/// message (DeepSeek persists units there).
+pub(crate) fn render_messages<'a>(
+    tools: Option<&'a Value>,
+    messages: &'a [Value],
+) -> Vec<Piece<'a>> {
+    let tools = tools.and_then(Value::as_array).into_iter().flatten();
+    let mut pieces: Vec<Piece<'a>> = tools
+        .map(|tool| json_piece(None, tool, Kind::Tool))
+        .collect();
+    for message in messages {
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user");
+        let first = pieces.len();
+        match message.get("content") {
+            Some(Value::String(text)) => pieces.push(text_piece(None, text)),
+            Some(Value::Array(parts)) => {
+                pieces.extend(parts.iter().map(
+                    |part| match part.get("text").and_then(Value::as_str) {
+                        Some(text) => text_piece(None, text),
+                        None => json_piece(None, part, Kind::Other),
+                    },
+                ))
+            }
+            _ => {}
+        }
+        for call in message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            pieces.push(json_piece(None, call, Kind::ToolUse));
+        }
+        if pieces.len() == first {
+            // A message with no content still has its role in the template.
+            pieces.push(text_piece(None, ""));
+        }
+        pieces[first].role = Some(role);
+        if let Some(last) = pieces.last_mut() {
+            last.turn_end = matches!(role, "user" | "assistant" | "tool");
+        }
+    }
+    pieces
+}
+
+pub(crate) fn text_piece<'a>(role: Option<&'a str>, text: &'a str) -> Piece<'a> {
+    Piece {
+        role,
+        content: Content::Text(text),
+        kind: Kind::Text,
+        mark: None,
+        turn_end: false,
+    }
+}
+
+pub(crate) fn json_piece<'a>(role: Option<&'a str>, value: &'a Value, kind: Kind) -> Piece<'a> {
+    Piece {
+        role,
+        content: Content::Json(value),
+        kind,
+        mark: None,
+        turn_end: false,
+    }
 }
 
 pub(crate) fn router(sim: Arc<Sim>, flavor: Flavor) -> Router {
@@ -163,7 +306,7 @@ async fn embeddings(body: Bytes) -> Result<Response, SimError> {
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    let tokens = estimate_tokens(&[input]);
+    let tokens = embedding_tokens(input);
     Ok(ok_json(&json!({
         "object": "list",
         "data": data,
@@ -173,6 +316,18 @@ async fn embeddings(body: Bytes) -> Result<Response, SimError> {
 }
 
 /// `dims` values in [-1, 1] from the BLAKE3 output stream of the input's compact JSON.
+/// Tokens of an embeddings `input`: a string, or the sum over a list of strings.
+fn embedding_tokens(input: &Value) -> u64 {
+    let count = |v: &Value| match v {
+        Value::String(text) => tokenizer().count(text),
+        other => tokenizer().count(&other.to_string()),
+    };
+    match input {
+        Value::Array(items) => items.iter().map(count).sum(),
+        other => count(other),
+    }
+}
+
 fn embed(item: &Value, dims: u64) -> Vec<f32> {
     let bytes = serde_json::to_vec(item).unwrap_or_default();
     let mut reader = blake3::Hasher::new().update(&bytes).finalize_xof();
@@ -257,7 +412,7 @@ mod tests {
         assert_eq!(data[0]["embedding"].as_array().unwrap().len(), 4);
         assert_eq!(data[0]["embedding"], data[2]["embedding"]);
         assert_ne!(data[0]["embedding"], data[1]["embedding"]);
-        let expected = estimate_tokens(&[&json!(["a", "b", "a"])]);
+        let expected = 3; // "a", "b", "a": one o200k token each
         assert_eq!(body["usage"]["prompt_tokens"], expected);
     }
 

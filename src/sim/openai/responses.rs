@@ -10,15 +10,18 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
-use crate::sim::reply::{Reply, estimate_tokens, output_cap, present};
+use super::{Ctx, json_piece, text_piece};
+use crate::sim::prompt::{Kind, Piece, SimPrompt};
+use crate::sim::reply::{Reply, output_cap};
 use crate::sim::wire::{
-    Dialect, SSE, SimError, ok_json, parse_object, require_str, sse_event, stream_response,
-    wants_stream,
+    Dialect, SSE, SimError, api_key, ok_json, parse_object, require_str, sse_event,
+    stream_response, wants_stream,
 };
+use crate::usage::Usage;
 
 /// Everything one response is built from.
 struct Draft<'a> {
@@ -28,13 +31,25 @@ struct Draft<'a> {
     model: &'a str,
     req: &'a Value,
     reply: Reply,
-    prompt_tokens: u64,
+    usage: Usage,
 }
 
-pub(super) async fn handle(State(ctx): State<Ctx>, body: Bytes) -> Result<Response, SimError> {
+pub(super) async fn handle(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SimError> {
     let req = parse_object(Dialect::OpenAi, &body)?;
     let model = require_str(Dialect::OpenAi, &req, "model")?;
-    let prompt_tokens = estimate_tokens(&present(&req, &["tools", "instructions", "input"]));
+    let prompt = render(&req);
+    let key = api_key(&headers);
+    let billed = ctx.bill(
+        &key,
+        model,
+        &prompt,
+        &req,
+        output_cap(&req, &["/max_output_tokens"]),
+    );
     let n = ctx.sim.next_id();
     let draft = Draft {
         id: format!("resp_sim_{n}"),
@@ -42,18 +57,57 @@ pub(super) async fn handle(State(ctx): State<Ctx>, body: Bytes) -> Result<Respon
         created_at: ctx.sim.unix_now(),
         model,
         req: &req,
-        reply: Reply::new(
-            model,
-            prompt_tokens,
-            output_cap(&req, &["/max_output_tokens"]),
-        ),
-        prompt_tokens,
+        reply: billed.reply,
+        usage: billed.usage,
     };
+    let meter = ctx.meter(key, model);
     if wants_stream(&req) {
-        Ok(stream_response(SSE, draft.events()))
+        Ok(stream_response(SSE, draft.events(), meter))
     } else {
+        meter.bill(draft.reply.output_tokens);
         Ok(ok_json(&draft.response(true)))
     }
+}
+
+/// A Responses request in render order: tools, `instructions`, then `input` (a string, or items:
+/// messages with string or part-list content, function calls and their outputs).
+pub(crate) fn render(req: &Value) -> SimPrompt {
+    let mut pieces: Vec<Piece<'_>> = req
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|tool| json_piece(None, tool, Kind::Tool))
+        .collect();
+    if let Some(text) = req.get("instructions").and_then(Value::as_str) {
+        pieces.push(text_piece(Some("system"), text));
+    }
+    match req.get("input") {
+        Some(Value::String(text)) => pieces.push(text_piece(Some("user"), text)),
+        Some(Value::Array(items)) => {
+            for item in items {
+                let role = item.get("role").and_then(Value::as_str);
+                match item.get("content") {
+                    Some(Value::String(text)) => pieces.push(text_piece(role, text)),
+                    Some(Value::Array(parts)) => {
+                        for (i, part) in parts.iter().enumerate() {
+                            let role = if i == 0 { role } else { None };
+                            pieces.push(match part.get("text").and_then(Value::as_str) {
+                                Some(text) => text_piece(role, text),
+                                None => json_piece(role, part, Kind::Other),
+                            });
+                        }
+                    }
+                    _ => pieces.push(json_piece(role, item, Kind::ToolUse)),
+                }
+                if let Some(last) = pieces.last_mut() {
+                    last.turn_end = true;
+                }
+            }
+        }
+        _ => {}
+    }
+    SimPrompt::build(pieces)
 }
 
 impl Draft<'_> {
@@ -114,12 +168,13 @@ impl Draft<'_> {
 
     fn usage(&self) -> Value {
         let output = self.reply.output_tokens;
+        let input = self.usage.input_total();
         json!({
-            "input_tokens": self.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens": input,
+            "input_tokens_details": {"cached_tokens": self.usage.cache_read},
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": self.prompt_tokens + output,
+            "total_tokens": input + output,
         })
     }
 
@@ -151,7 +206,8 @@ impl Draft<'_> {
         json!({"type": "output_text", "annotations": [], "logprobs": [], "text": text})
     }
 
-    fn events(&self) -> Vec<Bytes> {
+    /// The SSE events, each with the output tokens it delivers (one per text delta).
+    fn events(&self) -> Vec<(Bytes, u64)> {
         let text_at = json!({"item_id": self.item_id, "output_index": 0, "content_index": 0});
         let with = |extra: Value| merge(&text_at, extra);
         let mut events = vec![
@@ -208,7 +264,8 @@ impl Draft<'_> {
                 if let Value::Object(fields) = fields {
                     data.extend(fields);
                 }
-                sse_event(Some(kind), &Value::Object(data), "\n")
+                let tokens = u64::from(kind == "response.output_text.delta");
+                (sse_event(Some(kind), &Value::Object(data), "\n"), tokens)
             })
             .collect()
     }
@@ -225,7 +282,6 @@ fn merge(base: &Value, extra: Value) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use crate::sim::estimate_tokens;
     use crate::sim::test_support::{call, json_of};
     use axum::http::StatusCode;
     use serde_json::json;
@@ -237,7 +293,7 @@ mod tests {
         let app = crate::sim::router(1);
         let req =
             json!({"model": "gpt-4.1", "instructions": "be terse", "input": "hi", "tools": []});
-        let n = estimate_tokens(&[&req["tools"], &req["instructions"], &req["input"]]);
+        let n = super::render(&req).tokens();
         for path in [PATH, "/vllm/0/v1/responses"] {
             let body = json_of(&call(&app, "POST", path, &[], &req.to_string()).await);
             assert_eq!(body["object"], "response");
@@ -286,7 +342,7 @@ mod tests {
     async fn stream_events_in_order() {
         let app = crate::sim::router(0);
         let req = json!({"model": "gpt-4.1", "input": [{"role": "user", "content": "hi"}], "stream": true});
-        let n = estimate_tokens(&[&req["input"]]);
+        let n = super::render(&req).tokens();
         let res = call(&app, "POST", PATH, &[], &req.to_string()).await;
         assert_eq!(res.status, StatusCode::OK);
         let events = res.sse();

@@ -1,0 +1,392 @@
+//! The simulator's cache state and billing behind one lock: each dialect handler renders its
+//! request into a [`SimPrompt`] and calls one method here, which applies the provider's rule
+//! (`rules/`), updates the caches and bills the input side. Output is billed as it is written
+//! ([`Engine::bill_output`]).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use super::billing::Ledger;
+use super::prompt::{SimPrompt, Ttl};
+use super::rules::{self, Times, anthropic, deepseek, gemini, openai, pool};
+use crate::clock::{format_rfc3339, utc_date};
+use crate::pricing::PriceTable;
+use crate::usage::Usage;
+
+/// Settings a simulator starts with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Gemini implicit caching (no saving is guaranteed by Google, so off unless asked for).
+    pub gemini_implicit: bool,
+    /// KV cache size of each vLLM-like replica.
+    pub kv_capacity_tokens: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            gemini_implicit: false,
+            kv_capacity_tokens: 2_000_000,
+        }
+    }
+}
+
+/// Minimums when the price table names none for a model: the provider's documented floor.
+const DEFAULT_MIN_ANTHROPIC: u64 = 1024;
+const DEFAULT_MIN_OPENAI: u64 = 1024;
+const DEFAULT_MIN_GEMINI: u64 = 2048;
+
+pub struct Engine {
+    prices: PriceTable,
+    settings: Settings,
+    state: Mutex<State>,
+}
+
+struct State {
+    anthropic: anthropic::Cache,
+    openai: openai::Cache,
+    deepseek: deepseek::Cache,
+    gemini: gemini::Implicit,
+    replicas: Vec<Replica>,
+    ledger: Ledger,
+}
+
+/// One vLLM-like replica: its KV cache and the simulated time it has been busy.
+pub struct Replica {
+    lru: pool::Lru,
+    /// End times of requests started, for the in-flight count.
+    running: Vec<SystemTime>,
+    requests: u64,
+    busy_micros: u128,
+    cached_tokens: u64,
+    prompt_tokens: u64,
+}
+
+/// What a replica reports for one request.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaOutcome {
+    pub cached: u64,
+    /// Requests in flight on the replica when this one arrived (itself excluded).
+    pub in_flight: usize,
+}
+
+impl Engine {
+    pub fn new(prices: PriceTable, settings: Settings, replicas: usize) -> Self {
+        let replicas = (0..replicas)
+            .map(|_| Replica {
+                lru: pool::Lru::new(settings.kv_capacity_tokens),
+                running: Vec::new(),
+                requests: 0,
+                busy_micros: 0,
+                cached_tokens: 0,
+                prompt_tokens: 0,
+            })
+            .collect();
+        Engine {
+            prices,
+            settings,
+            state: Mutex::new(State {
+                anthropic: anthropic::Cache::default(),
+                openai: openai::Cache::default(),
+                deepseek: deepseek::Cache::default(),
+                gemini: gemini::Implicit::default(),
+                replicas,
+                ledger: Ledger::default(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update under the lock is a sequence of inserts that leaves the maps usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    fn min_tokens(&self, model: &str, at: SystemTime, default: u64) -> u64 {
+        self.prices
+            .price_on(model, &utc_date(at))
+            .and_then(|p| p.min_cacheable_tokens)
+            .unwrap_or(default)
+    }
+
+    /// Anthropic Messages (providers.md §1). `Err` is the 400 message for invalid markers.
+    pub fn anthropic(
+        &self,
+        key: &str,
+        model: &str,
+        prompt: &SimPrompt,
+        auto: Option<Ttl>,
+        start: SystemTime,
+    ) -> Result<Usage, String> {
+        let bps = anthropic::breakpoints(prompt, auto)?;
+        let min = self.min_tokens(model, start, DEFAULT_MIN_ANTHROPIC);
+        let scope = rules::scope(key, model);
+        let mut state = self.state();
+        let hit = anthropic::lookup(&state.anthropic, scope, prompt, &bps, start);
+        let charge = anthropic::charge(prompt, &bps, hit, min);
+        let times = Times {
+            start,
+            visible: rules::first_byte(start, charge.uncached + charge.write_1h + charge.write_5m),
+        };
+        anthropic::commit(&mut state.anthropic, scope, prompt, &bps, hit, min, times);
+        let usage = Usage {
+            input_uncached: charge.uncached,
+            cache_read: charge.read,
+            cache_write_5m: charge.write_5m,
+            cache_write_1h: charge.write_1h,
+            output: 0,
+        };
+        state.ledger.input(&self.prices, key, model, &usage, start);
+        Ok(usage)
+    }
+
+    /// OpenAI automatic caching (providers.md §2.1).
+    pub fn openai(
+        &self,
+        key: &str,
+        model: &str,
+        prompt: &SimPrompt,
+        cache_key: Option<&str>,
+        start: SystemTime,
+    ) -> Usage {
+        let min = self.min_tokens(model, start, DEFAULT_MIN_OPENAI);
+        let scope = rules::scope(key, model);
+        let mut state = self.state();
+        let machine = openai::route(
+            &mut state.openai,
+            scope,
+            openai::route_hash(prompt, cache_key),
+            start,
+        );
+        let cached = openai::cached_tokens(&state.openai, machine, scope, prompt, min, start);
+        let visible = rules::first_byte(start, prompt.tokens() - cached);
+        openai::commit(
+            &mut state.openai,
+            machine,
+            scope,
+            prompt,
+            min,
+            start,
+            visible,
+        );
+        let usage = Usage {
+            input_uncached: prompt.tokens() - cached,
+            cache_read: cached,
+            ..Usage::default()
+        };
+        state.ledger.input(&self.prices, key, model, &usage, start);
+        usage
+    }
+
+    /// DeepSeek units (providers.md §4). `with_output` is the prompt followed by the reply.
+    pub fn deepseek(
+        &self,
+        key: &str,
+        model: &str,
+        prompt: &SimPrompt,
+        with_output: &SimPrompt,
+        start: SystemTime,
+    ) -> Usage {
+        let scope = rules::scope(key, model);
+        let mut state = self.state();
+        let hit = deepseek::hit_tokens(&state.deepseek, scope, prompt, start);
+        deepseek::touch(&mut state.deepseek, scope, prompt, hit, start);
+        let visible = rules::first_byte(start, prompt.tokens() - hit);
+        deepseek::commit(
+            &mut state.deepseek,
+            scope,
+            prompt,
+            Some(with_output),
+            start,
+            visible,
+        );
+        let usage = Usage {
+            input_uncached: prompt.tokens() - hit,
+            cache_read: hit,
+            ..Usage::default()
+        };
+        state.ledger.input(&self.prices, key, model, &usage, start);
+        usage
+    }
+
+    /// Gemini `generateContent` of the request's own prompt `own`: a `cachedContents` entry of
+    /// `explicit` tokens is read in full (guaranteed); without one, implicit caching when
+    /// enabled (providers.md §3).
+    pub fn gemini(
+        &self,
+        key: &str,
+        model: &str,
+        own: &SimPrompt,
+        explicit: Option<u64>,
+        start: SystemTime,
+    ) -> Usage {
+        let mut state = self.state();
+        let (read, uncached) = match explicit {
+            Some(tokens) => (tokens, own.tokens()),
+            None if self.settings.gemini_implicit => {
+                let min = self.min_tokens(model, start, DEFAULT_MIN_GEMINI);
+                let scope = rules::scope(key, model);
+                let hit = gemini::implicit_hit(&state.gemini, scope, own, min, start);
+                let visible = rules::first_byte(start, own.tokens() - hit);
+                gemini::implicit_commit(&mut state.gemini, scope, own, min, start, visible);
+                (hit, own.tokens() - hit)
+            }
+            None => (0, own.tokens()),
+        };
+        let usage = Usage {
+            input_uncached: uncached,
+            cache_read: read,
+            ..Usage::default()
+        };
+        state.ledger.input(&self.prices, key, model, &usage, start);
+        usage
+    }
+
+    /// Creating a `cachedContents` entry bills its tokens at the input price (§3.4).
+    pub fn gemini_cache_created(&self, key: &str, model: &str, tokens: u64, at: SystemTime) {
+        let usage = Usage {
+            cache_write_5m: tokens,
+            ..Usage::default()
+        };
+        self.state()
+            .ledger
+            .input(&self.prices, key, model, &usage, at);
+    }
+
+    /// Books a `cachedContents` entry's storage when it ends (deleted or expired).
+    pub fn gemini_cache_ended(
+        &self,
+        key: &str,
+        model: &str,
+        tokens: u64,
+        created: SystemTime,
+        ended: SystemTime,
+    ) {
+        let storage = self
+            .prices
+            .price_on(model, &utc_date(created))
+            .and_then(|p| p.rates_for(tokens).storage)
+            .map(|pico| gemini::storage_nusd(tokens, created, ended, pico));
+        let storage = if tokens == 0 { Some(0) } else { storage };
+        self.state().ledger.storage(key, model, storage);
+    }
+
+    /// A vLLM-like replica (providers.md §6): cached tokens from its LRU, then the prompt
+    /// admitted; the request occupies the replica for its simulated prefill and decode time.
+    pub fn replica(
+        &self,
+        index: usize,
+        prompt: &SimPrompt,
+        output_tokens: u64,
+        start: SystemTime,
+    ) -> ReplicaOutcome {
+        let mut state = self.state();
+        let Some(replica) = state.replicas.get_mut(index) else {
+            return ReplicaOutcome {
+                cached: 0,
+                in_flight: 0,
+            };
+        };
+        let cached = replica.lru.cached_tokens(prompt);
+        replica.lru.admit(prompt);
+        replica.running.retain(|&end| end > start);
+        let in_flight = replica.running.len();
+        let busy = rules::service_time(prompt.tokens() - cached, output_tokens);
+        replica.running.push(start + busy);
+        replica.requests += 1;
+        replica.busy_micros += busy.as_micros();
+        replica.cached_tokens += cached;
+        replica.prompt_tokens += prompt.tokens();
+        ReplicaOutcome { cached, in_flight }
+    }
+
+    /// Bills an input side computed by the caller (a replica's cache has no price of its own).
+    pub fn bill_input(&self, key: &str, model: &str, usage: &Usage, at: SystemTime) {
+        self.state()
+            .ledger
+            .input(&self.prices, key, model, usage, at);
+    }
+
+    /// Output tokens written to the client, billed as they go.
+    pub fn bill_output(&self, key: &str, model: &str, tokens: u64, at: SystemTime) {
+        self.state()
+            .ledger
+            .output(&self.prices, key, model, tokens, at);
+    }
+
+    /// `GET /__sim/stats`.
+    pub fn stats(&self, now: SystemTime, gemini_caches: Value) -> Value {
+        let state = self.state();
+        let accounts: Vec<Value> = state
+            .ledger
+            .accounts()
+            .map(|(key_fp, model, account)| {
+                let mut row = json!({"key_fp": key_fp, "model": model});
+                if let (Value::Object(row), Ok(Value::Object(fields))) =
+                    (&mut row, serde_json::to_value(account))
+                {
+                    row.extend(fields);
+                }
+                row
+            })
+            .collect();
+        let (anthropic_entries, anthropic_tokens) = state.anthropic.live_entries(now);
+        let replicas: Vec<Value> = state
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                json!({
+                    "replica": i,
+                    "requests": r.requests,
+                    "prompt_tokens": r.prompt_tokens,
+                    "cached_tokens": r.cached_tokens,
+                    "busy_seconds": r.busy_micros as f64 / 1e6,
+                    "in_flight": r.running.iter().filter(|&&end| end > now).count(),
+                    "kv_tokens": r.lru.tokens(),
+                })
+            })
+            .collect();
+        json!({
+            "now": format_rfc3339(now),
+            "accounts": accounts,
+            "caches": {
+                "anthropic": {"entries": anthropic_entries, "tokens": anthropic_tokens},
+                "openai": {"entries": state.openai.live_entries(now)},
+                "deepseek": {"units": state.deepseek.live_entries(now)},
+                "gemini": gemini_caches,
+            },
+            "replicas": replicas,
+        })
+    }
+
+    /// The ledger's accounts, for in-process callers (the replay) that need exact figures.
+    pub fn accounts(&self) -> Vec<(String, String, super::billing::Account)> {
+        self.state()
+            .ledger
+            .accounts()
+            .map(|(k, m, a)| (k.to_owned(), m.to_owned(), a.clone()))
+            .collect()
+    }
+
+    /// Per-replica (requests, cached tokens, prompt tokens, busy seconds).
+    pub fn replica_totals(&self) -> Vec<(u64, u64, u64, f64)> {
+        self.state()
+            .replicas
+            .iter()
+            .map(|r| {
+                (
+                    r.requests,
+                    r.cached_tokens,
+                    r.prompt_tokens,
+                    r.busy_micros as f64 / 1e6,
+                )
+            })
+            .collect()
+    }
+}
