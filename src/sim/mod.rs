@@ -9,6 +9,7 @@
 //! /deepseek    chat completions with DeepSeek's cache usage fields    (openai.rs)
 //! /anthropic   messages, count_tokens, models                         (anthropic.rs)
 //! /gemini      {v1beta,v1}/models/{m}:…, cachedContents               (gemini/)
+//! /__sim/faults  the injected faults: GET, POST (replace), DELETE      (faults.rs)
 //! ```
 //!
 //! Every reply is deterministic (`reply.rs`): the text names the model and the prompt token count,
@@ -16,6 +17,7 @@
 //! same bytes apart from timestamps. Caching is not billed yet: every cache usage field is 0.
 
 mod anthropic;
+mod faults;
 mod gemini;
 mod openai;
 mod reply;
@@ -33,15 +35,29 @@ use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::response::Response;
 
+pub use faults::{CONTROL_PATH, ErrorFault, FAULT_HEADER, Faults};
 pub use reply::{Reply, estimate_tokens};
 
 use crate::clock::{self, Clock};
+use faults::FaultState;
 use openai::Flavor;
 use wire::{Dialect, SimError};
 
 /// Router for `cachet sim`: mounts `/openai`, `/anthropic`, `/gemini`, `/deepseek`, `/vllm/{i}`.
 pub fn router(replicas: usize) -> Router {
+    router_with(replicas, Faults::default())
+}
+
+/// [`router`] injecting `faults` from the start; `/__sim/faults` changes them while it runs.
+pub fn router_with(replicas: usize, faults: Faults) -> Router {
+    let faults = FaultState::new(faults);
     build(Arc::new(Sim::new(Clock::system())), replicas)
+        .layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            faults::inject,
+        ))
+        // Added after the layer, so that no fault reaches the controls.
+        .merge(faults::control(faults))
 }
 
 fn build(sim: Arc<Sim>, replicas: usize) -> Router {
@@ -67,6 +83,16 @@ async fn unknown_mount(uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         message,
     ))
+}
+
+/// The error shape of the mount serving `path`, for replies made outside the mount's router.
+fn dialect_of(path: &str) -> Dialect {
+    let mount = path.trim_start_matches('/').split('/').next();
+    match mount.unwrap_or_default() {
+        "anthropic" => Dialect::Anthropic,
+        "gemini" => Dialect::Gemini,
+        _ => Dialect::OpenAi,
+    }
 }
 
 /// State shared by every mount of one router.
