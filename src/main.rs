@@ -40,6 +40,10 @@ enum Command {
         /// KV cache size of each replica, in tokens.
         #[arg(long, default_value_t = 2_000_000)]
         kv_capacity_tokens: u64,
+        /// Faults to inject from the start, as JSON or @file.json (see `POST /__sim/faults`),
+        /// e.g. '{"mount":"/anthropic","errors":{"status":529,"count":3}}'.
+        #[arg(long, value_name = "JSON|@FILE", value_parser = cachet::sim::Faults::from_arg)]
+        faults: Option<cachet::sim::Faults>,
     },
     /// Simulator and proxy in one process, a small workload in every dialect, a summary table.
     Demo {
@@ -64,12 +68,13 @@ async fn main() -> std::process::ExitCode {
             replicas,
             gemini_implicit,
             kv_capacity_tokens,
+            faults,
         } => {
             let settings = cachet::sim::Settings {
                 gemini_implicit,
                 kv_capacity_tokens,
             };
-            cachet::server::run_sim(listen, replicas, settings).await
+            cachet::server::run_sim(listen, replicas, settings, faults.unwrap_or_default()).await
         }
         Command::Demo { once, listen } => cachet::demo::run(listen, once).await,
     };
@@ -79,5 +84,37 @@ async fn main() -> std::process::ExitCode {
             eprintln!("cachet: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim_faults(args: &[&str]) -> Result<Option<cachet::sim::Faults>, clap::Error> {
+        let argv = ["cachet", "sim"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Sim { faults, .. } => Ok(faults),
+            _ => panic!("parsed as another command"),
+        }
+    }
+
+    #[test]
+    fn sim_faults_from_json_or_a_file() {
+        assert_eq!(sim_faults(&[]).unwrap(), None);
+        let json = r#"{"mount":"/anthropic","errors":{"status":529,"count":3}}"#;
+        let faults = sim_faults(&["--faults", json]).unwrap().unwrap();
+        assert_eq!(faults.mount.as_deref(), Some("/anthropic"));
+        let path = std::env::temp_dir().join(format!("cachet-faults-{}.json", std::process::id()));
+        std::fs::write(&path, json).unwrap();
+        let from_file = sim_faults(&["--faults", &format!("@{}", path.display())]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(from_file.unwrap(), Some(faults));
+    }
+
+    #[test]
+    fn sim_rejects_unknown_fault_fields() {
+        let err = sim_faults(&["--faults", r#"{"latency":5}"#]).unwrap_err();
+        assert!(err.to_string().contains("unknown field `latency`"), "{err}");
     }
 }

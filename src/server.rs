@@ -33,11 +33,12 @@ pub async fn run_serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> a
     Ok(())
 }
 
-/// `cachet sim`.
+/// `cachet sim`, injecting `faults` until `/__sim/faults` changes them.
 pub async fn run_sim(
     listen: SocketAddr,
     replicas: usize,
     settings: sim::Settings,
+    faults: sim::Faults,
 ) -> anyhow::Result<()> {
     telemetry::init_tracing(&crate::config::LogConfig {
         format: crate::config::LogFormat::Text,
@@ -45,11 +46,15 @@ pub async fn run_sim(
     });
     let listener = bind(listen).await?;
     tracing::info!(%listen, replicas, "cachet sim serving");
+    if faults != sim::Faults::default() {
+        let spec = serde_json::to_string(&faults).unwrap_or_default();
+        tracing::warn!(faults = %spec, "cachet sim injecting faults");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (workers, _abort) = Workers::start(
         "cachet-sim",
         listener,
-        sim::router_with(replicas, settings),
+        sim::router_with(replicas, settings, faults),
         workers::count(0),
         &stop_rx,
     )?;

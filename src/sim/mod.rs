@@ -9,6 +9,7 @@
 //! /deepseek    chat completions with DeepSeek's cache usage fields    (openai.rs)
 //! /anthropic   messages, count_tokens, models                         (anthropic.rs)
 //! /gemini      {v1beta,v1}/models/{m}:…, cachedContents               (gemini/)
+//! /__sim/faults  the injected faults: GET, POST (replace), DELETE      (faults.rs)
 //! ```
 //!
 //! Every reply is deterministic (`reply.rs`): the text names the model and the prompt token count,
@@ -23,6 +24,7 @@
 mod anthropic;
 pub mod billing;
 pub mod engine;
+mod faults;
 mod gemini;
 pub(crate) mod openai;
 pub mod prompt;
@@ -45,42 +47,57 @@ use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::response::Response;
 
+pub use faults::{CONTROL_PATH, ErrorFault, FAULT_HEADER, Faults};
 pub use reply::Reply;
 
 use crate::clock::{self, Clock};
 use crate::pricing::PriceTable;
 use engine::Engine;
 pub use engine::Settings;
+use faults::FaultState;
 use openai::Flavor;
 use wire::{Dialect, SimError};
 
 /// Router for `cachet sim`: mounts `/openai`, `/anthropic`, `/gemini`, `/deepseek`, `/vllm/{i}`,
 /// on the system clock with default settings.
 pub fn router(replicas: usize) -> Router {
-    router_with(replicas, Settings::default())
+    router_with(replicas, Settings::default(), Faults::default())
 }
 
-/// The same with settings (`cachet sim --gemini-implicit --kv-capacity-tokens N`).
-pub fn router_with(replicas: usize, settings: Settings) -> Router {
-    build(Arc::new(Sim::new(
-        Arc::new(Clock::system()),
-        settings,
-        replicas,
-    )))
+/// [`router`] with settings (`--gemini-implicit`, `--kv-capacity-tokens`) and `faults` injected
+/// from the start; `/__sim/faults` changes them while it runs.
+pub fn router_with(replicas: usize, settings: Settings, faults: Faults) -> Router {
+    let sim = Arc::new(Sim::new(Arc::new(Clock::system()), settings, replicas));
+    let faults = FaultState::new(faults);
+    mounts(sim.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            faults::inject,
+        ))
+        // Added after the layer, so that no fault reaches the controls.
+        .merge(faults::control(faults))
+        .merge(stats_route(sim))
 }
 
-/// The router of an existing simulator (the replay keeps the `Arc<Sim>` to read its bills).
+/// The router of an existing simulator, without faults (the replay keeps the `Arc<Sim>` to
+/// read its bills).
 pub fn build(sim: Arc<Sim>) -> Router {
+    mounts(sim.clone()).merge(stats_route(sim))
+}
+
+fn stats_route(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/__sim/stats", axum::routing::get(stats))
+        .with_state(sim)
+}
+
+fn mounts(sim: Arc<Sim>) -> Router {
     let replicas = sim.replicas;
     let mut app = Router::new()
         .nest("/openai", openai::router(sim.clone(), Flavor::OpenAi))
         .nest("/deepseek", openai::router(sim.clone(), Flavor::DeepSeek))
         .nest("/anthropic", anthropic::router(sim.clone()))
-        .nest("/gemini", gemini::router(sim.clone()))
-        .route(
-            "/__sim/stats",
-            axum::routing::get(stats).with_state(sim.clone()),
-        );
+        .nest("/gemini", gemini::router(sim.clone()));
     for i in 0..replicas {
         app = app.nest(
             &format!("/vllm/{i}"),
@@ -104,6 +121,16 @@ async fn unknown_mount(uri: Uri) -> Response {
 /// replica load.
 async fn stats(axum::extract::State(sim): axum::extract::State<Arc<Sim>>) -> Response {
     wire::ok_json(&sim.stats())
+}
+
+/// The error shape of the mount serving `path`, for replies made outside the mount's router.
+fn dialect_of(path: &str) -> Dialect {
+    let mount = path.trim_start_matches('/').split('/').next();
+    match mount.unwrap_or_default() {
+        "anthropic" => Dialect::Anthropic,
+        "gemini" => Dialect::Gemini,
+        _ => Dialect::OpenAi,
+    }
 }
 
 /// State shared by every mount of one router.

@@ -52,12 +52,19 @@ impl SimError {
     fn body(&self) -> Value {
         let code = self.status.as_u16();
         match self.dialect {
-            Dialect::OpenAi => json!({"error": {
-                "message": self.message,
-                "type": if code < 500 { "invalid_request_error" } else { "server_error" },
-                "param": null,
-                "code": null,
-            }}),
+            Dialect::OpenAi => {
+                let (kind, label) = match code {
+                    429 => ("requests", json!("rate_limit_exceeded")),
+                    500.. => ("server_error", Value::Null),
+                    _ => ("invalid_request_error", Value::Null),
+                };
+                json!({"error": {
+                    "message": self.message,
+                    "type": kind,
+                    "param": null,
+                    "code": label,
+                }})
+            }
             Dialect::Anthropic => {
                 let kind = match code {
                     401 => "authentication_error",
@@ -65,6 +72,7 @@ impl SimError {
                     404 => "not_found_error",
                     413 => "request_too_large",
                     429 => "rate_limit_error",
+                    529 => "overloaded_error",
                     500.. => "api_error",
                     _ => "invalid_request_error",
                 };
@@ -76,6 +84,8 @@ impl SimError {
                     403 => "PERMISSION_DENIED",
                     404 => "NOT_FOUND",
                     429 => "RESOURCE_EXHAUSTED",
+                    503 => "UNAVAILABLE",
+                    504 => "DEADLINE_EXCEEDED",
                     500.. => "INTERNAL",
                     _ => "INVALID_ARGUMENT",
                 };
@@ -238,6 +248,22 @@ mod tests {
             e.body(),
             json!({"error": {"code": 403, "message": "no", "status": "PERMISSION_DENIED"}})
         );
+    }
+
+    #[test]
+    fn overload_and_rate_limit_shapes() {
+        let status = |code| StatusCode::from_u16(code).unwrap();
+        let e = SimError::new(Dialect::OpenAi, status(429), "slow down");
+        assert_eq!(e.body()["error"]["type"], "requests");
+        assert_eq!(e.body()["error"]["code"], "rate_limit_exceeded");
+        let e = SimError::new(Dialect::Anthropic, status(529), "busy");
+        assert_eq!(e.body()["error"]["type"], "overloaded_error");
+        let e = SimError::new(Dialect::Anthropic, status(503), "down");
+        assert_eq!(e.body()["error"]["type"], "api_error");
+        let e = SimError::new(Dialect::Gemini, status(503), "down");
+        assert_eq!(e.body()["error"]["status"], "UNAVAILABLE");
+        let e = SimError::new(Dialect::Gemini, status(500), "oops");
+        assert_eq!(e.body()["error"]["status"], "INTERNAL");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod common;
 mod errors;
+mod faults;
 mod lifecycle;
 mod metrics;
 mod passthrough;
