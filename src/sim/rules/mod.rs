@@ -98,9 +98,10 @@ pub(crate) mod test_support {
         ];
         (0..n)
             .map(|i| {
-                let h = (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                    ^ (i as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                WORDS[(h.rotate_left(23) % WORDS.len() as u64) as usize]
+                let mut z = ((seed as u64) << 32 | i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                WORDS[((z ^ (z >> 31)) % WORDS.len() as u64) as usize]
             })
             .collect::<Vec<_>>()
             .join(" ")
