@@ -20,6 +20,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod pricing;
+pub mod replay;
 pub mod server;
 pub mod sim;
 pub mod state;
