@@ -1,0 +1,825 @@
+//! English-looking text from a fixed vocabulary, sized in o200k tokens without a tokenizer.
+//!
+//! Every word of [`WORDS`] is a single o200k_base token both with and without a leading space
+//! (a unit test checks each one), and the tokenizer splits generated text only at the seams we
+//! put there: each word is a token, each sentence's `.` or `?` is one more, and a paragraph
+//! break `\n\n` merges with the `.` before it into the single token `.\n\n`. So a generator
+//! counts tokens exactly as it writes, without tokenizing, and the text stays frozen even if a
+//! tokenizer crate changes: the workload digests do not depend on one. Tests check the counts
+//! against `tiktoken_rs`.
+
+use super::super::rng::Rng;
+
+/// Common lowercase English words, each one o200k token with and without a leading space.
+pub const WORDS: &[&str] = &[
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "that",
+    "for",
+    "it",
+    "on",
+    "with",
+    "as",
+    "at",
+    "by",
+    "from",
+    "this",
+    "be",
+    "are",
+    "or",
+    "an",
+    "have",
+    "not",
+    "they",
+    "which",
+    "one",
+    "you",
+    "were",
+    "her",
+    "all",
+    "she",
+    "there",
+    "would",
+    "their",
+    "we",
+    "him",
+    "been",
+    "has",
+    "when",
+    "who",
+    "will",
+    "more",
+    "no",
+    "if",
+    "out",
+    "so",
+    "said",
+    "what",
+    "up",
+    "its",
+    "about",
+    "into",
+    "than",
+    "them",
+    "can",
+    "only",
+    "other",
+    "new",
+    "some",
+    "could",
+    "time",
+    "these",
+    "two",
+    "may",
+    "then",
+    "do",
+    "first",
+    "any",
+    "my",
+    "now",
+    "such",
+    "like",
+    "our",
+    "over",
+    "man",
+    "me",
+    "even",
+    "most",
+    "made",
+    "after",
+    "also",
+    "did",
+    "many",
+    "before",
+    "must",
+    "through",
+    "back",
+    "years",
+    "where",
+    "much",
+    "your",
+    "way",
+    "well",
+    "down",
+    "should",
+    "because",
+    "each",
+    "just",
+    "those",
+    "people",
+    "how",
+    "too",
+    "little",
+    "state",
+    "good",
+    "very",
+    "make",
+    "world",
+    "still",
+    "own",
+    "see",
+    "men",
+    "work",
+    "long",
+    "get",
+    "here",
+    "between",
+    "both",
+    "life",
+    "being",
+    "under",
+    "never",
+    "day",
+    "same",
+    "another",
+    "know",
+    "while",
+    "last",
+    "might",
+    "us",
+    "great",
+    "old",
+    "year",
+    "off",
+    "come",
+    "since",
+    "against",
+    "go",
+    "came",
+    "right",
+    "used",
+    "take",
+    "three",
+    "states",
+    "few",
+    "house",
+    "use",
+    "during",
+    "without",
+    "again",
+    "place",
+    "around",
+    "however",
+    "home",
+    "small",
+    "found",
+    "thought",
+    "went",
+    "say",
+    "part",
+    "once",
+    "general",
+    "high",
+    "upon",
+    "school",
+    "every",
+    "does",
+    "got",
+    "left",
+    "number",
+    "course",
+    "war",
+    "until",
+    "always",
+    "away",
+    "something",
+    "fact",
+    "though",
+    "water",
+    "less",
+    "public",
+    "put",
+    "think",
+    "almost",
+    "hand",
+    "far",
+    "head",
+    "yet",
+    "government",
+    "system",
+    "better",
+    "set",
+    "nothing",
+    "night",
+    "end",
+    "why",
+    "called",
+    "find",
+    "look",
+    "going",
+    "asked",
+    "later",
+    "point",
+    "city",
+    "next",
+    "program",
+    "business",
+    "give",
+    "group",
+    "young",
+    "days",
+    "let",
+    "room",
+    "side",
+    "social",
+    "given",
+    "present",
+    "order",
+    "national",
+    "possible",
+    "rather",
+    "second",
+    "face",
+    "per",
+    "among",
+    "form",
+    "important",
+    "often",
+    "things",
+    "early",
+    "white",
+    "case",
+    "large",
+    "big",
+    "need",
+    "four",
+    "within",
+    "felt",
+    "along",
+    "children",
+    "best",
+    "church",
+    "ever",
+    "least",
+    "power",
+    "development",
+    "light",
+    "thing",
+    "family",
+    "interest",
+    "want",
+    "members",
+    "others",
+    "mind",
+    "country",
+    "area",
+    "done",
+    "turned",
+    "although",
+    "open",
+    "service",
+    "certain",
+    "kind",
+    "problem",
+    "different",
+    "door",
+    "thus",
+    "help",
+    "means",
+    "sense",
+    "whole",
+    "matter",
+    "perhaps",
+    "times",
+    "law",
+    "human",
+    "line",
+    "above",
+    "name",
+    "example",
+    "action",
+    "company",
+    "hands",
+    "local",
+    "show",
+    "whether",
+    "five",
+    "history",
+    "gave",
+    "today",
+    "either",
+    "act",
+    "feet",
+    "taken",
+    "past",
+    "quite",
+    "anything",
+    "seen",
+    "having",
+    "death",
+    "week",
+    "experience",
+    "body",
+    "word",
+    "half",
+    "field",
+    "car",
+    "already",
+    "information",
+    "tell",
+    "college",
+    "shall",
+    "money",
+    "period",
+    "held",
+    "keep",
+    "sure",
+    "real",
+    "probably",
+    "free",
+    "cannot",
+    "behind",
+    "question",
+    "air",
+    "office",
+    "making",
+    "whose",
+    "special",
+    "major",
+    "heard",
+    "study",
+    "ago",
+    "moment",
+    "available",
+    "known",
+    "result",
+    "street",
+    "economic",
+    "boy",
+    "position",
+    "reason",
+    "change",
+    "south",
+    "board",
+    "individual",
+    "job",
+    "areas",
+    "west",
+    "close",
+    "turn",
+    "love",
+    "community",
+    "true",
+    "court",
+    "force",
+    "full",
+    "wife",
+    "age",
+    "future",
+    "voice",
+    "wanted",
+    "department",
+    "center",
+    "woman",
+    "common",
+    "control",
+    "necessary",
+    "policy",
+    "following",
+    "front",
+    "sometimes",
+    "six",
+    "girl",
+    "clear",
+    "land",
+    "students",
+    "provide",
+    "party",
+    "able",
+    "mother",
+    "music",
+    "education",
+    "child",
+    "effect",
+    "level",
+    "stood",
+    "short",
+    "town",
+    "total",
+    "outside",
+    "rate",
+    "figure",
+    "class",
+    "art",
+    "north",
+    "usually",
+    "plan",
+    "leave",
+    "top",
+    "million",
+    "sound",
+    "black",
+    "strong",
+    "hard",
+    "type",
+    "value",
+    "play",
+    "surface",
+    "soon",
+    "mean",
+    "near",
+    "lines",
+    "table",
+    "peace",
+    "modern",
+    "tax",
+    "road",
+    "red",
+    "book",
+    "personal",
+    "process",
+    "minutes",
+    "increase",
+    "idea",
+    "alone",
+    "women",
+    "gone",
+    "nor",
+    "living",
+    "months",
+    "started",
+    "cut",
+    "finally",
+    "third",
+    "nature",
+    "private",
+    "section",
+    "greater",
+    "call",
+    "fire",
+    "expected",
+    "needed",
+    "ground",
+    "view",
+    "values",
+    "everything",
+    "pressure",
+    "basis",
+    "dark",
+    "east",
+    "letter",
+    "paper",
+    "industry",
+    "doctor",
+    "schools",
+    "data",
+    "method",
+    "answer",
+    "test",
+    "report",
+    "list",
+    "sort",
+    "results",
+    "story",
+    "build",
+    "measure",
+    "research",
+    "simple",
+    "design",
+    "care",
+    "energy",
+    "growth",
+    "model",
+    "base",
+    "range",
+    "weight",
+    "store",
+    "summer",
+    "wind",
+    "river",
+    "bed",
+    "plant",
+    "sea",
+    "winter",
+    "bring",
+    "heart",
+    "blue",
+    "green",
+    "fine",
+    "garden",
+    "press",
+    "tree",
+    "stone",
+    "glass",
+    "horse",
+    "page",
+    "chapter",
+    "wall",
+    "window",
+    "floor",
+    "train",
+    "plane",
+    "ship",
+    "bank",
+    "price",
+    "cost",
+    "market",
+    "sale",
+    "trade",
+    "team",
+    "game",
+    "player",
+    "match",
+    "ball",
+    "season",
+    "club",
+    "event",
+    "stage",
+    "film",
+    "movie",
+    "picture",
+    "color",
+    "shape",
+    "size",
+    "length",
+    "middle",
+    "edge",
+    "corner",
+    "layer",
+    "piece",
+    "step",
+    "phase",
+    "task",
+    "goal",
+    "topic",
+    "issue",
+    "note",
+    "item",
+    "detail",
+    "feature",
+    "option",
+    "choice",
+    "rule",
+    "guide",
+    "tool",
+    "skill",
+    "habit",
+    "practice",
+    "lesson",
+    "exam",
+    "score",
+    "grade",
+    "degree",
+    "rank",
+    "series",
+    "chain",
+    "network",
+    "link",
+    "path",
+    "route",
+    "track",
+    "trail",
+    "bridge",
+    "gate",
+    "tower",
+    "castle",
+    "forest",
+    "lake",
+    "pond",
+    "stream",
+    "rain",
+    "snow",
+    "storm",
+    "cloud",
+    "sun",
+    "moon",
+    "star",
+    "sky",
+    "earth",
+    "planet",
+    "space",
+    "wave",
+    "fish",
+    "bird",
+    "dog",
+    "cat",
+    "animal",
+    "flower",
+    "leaf",
+    "root",
+    "seed",
+    "fruit",
+    "apple",
+    "bread",
+    "milk",
+    "egg",
+    "rice",
+    "salt",
+    "tea",
+    "coffee",
+    "wine",
+    "beer",
+    "food",
+    "meal",
+    "chair",
+    "key",
+    "box",
+    "bag",
+    "cup",
+    "plate",
+    "phone",
+    "computer",
+    "screen",
+    "camera",
+    "radio",
+    "clock",
+    "watch",
+    "lamp",
+    "heat",
+    "cold",
+    "warm",
+    "cool",
+    "dry",
+    "wet",
+    "soft",
+    "quiet",
+    "quick",
+    "slow",
+    "late",
+    "fast",
+    "easy",
+    "clean",
+    "dirty",
+    "safe",
+    "rich",
+    "poor",
+    "happy",
+    "sad",
+    "wise",
+    "smart",
+    "fair",
+    "normal",
+    "usual",
+    "rare",
+    "main",
+    "basic",
+    "final",
+    "exact",
+    "direct",
+    "active",
+    "single",
+    "double",
+    "busy",
+    "ready",
+    "friendly",
+    "really",
+    "actually",
+    "inside",
+    "below",
+    "unless",
+];
+
+/// Words that open a question.
+const QUESTION_WORDS: &[&str] = &["what", "how", "why", "which", "where", "when", "who"];
+
+/// One word of the vocabulary.
+pub fn word(rng: &mut Rng) -> &'static str {
+    rng.pick(WORDS).copied().unwrap_or("the")
+}
+
+/// `n` words joined by single spaces: exactly `n` tokens.
+pub fn words(rng: &mut Rng, n: usize) -> String {
+    let mut out = String::with_capacity(n * 7);
+    push_words(rng, &mut out, n);
+    out
+}
+
+fn push_words(rng: &mut Rng, out: &mut String, n: usize) {
+    for i in 0..n {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word(rng));
+    }
+}
+
+/// Appends a sentence of 6–18 words ending in `end`; returns its tokens.
+fn push_sentence(rng: &mut Rng, out: &mut String, end: char) -> usize {
+    let n = rng.between(6, 18) as usize;
+    push_words(rng, out, n);
+    out.push(end);
+    n + 1
+}
+
+/// Paragraphs of 3–7 sentences, written until the token count reaches `target` (it stops at a
+/// sentence end, so it overshoots by at most one sentence: 19 tokens).
+pub fn document(rng: &mut Rng, target: usize) -> String {
+    let mut out = String::with_capacity(target * 6);
+    let mut tokens = 0;
+    while tokens < target {
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        let sentences = rng.between(3, 7);
+        for i in 0..sentences {
+            if tokens >= target {
+                break;
+            }
+            if i > 0 {
+                out.push(' ');
+            }
+            tokens += push_sentence(rng, &mut out, '.');
+        }
+    }
+    out
+}
+
+/// Sentences (no paragraph breaks) until the token count reaches `target`.
+pub fn sentences(rng: &mut Rng, target: usize) -> String {
+    let mut out = String::with_capacity(target * 6);
+    let mut tokens = 0;
+    while tokens < target {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        tokens += push_sentence(rng, &mut out, '.');
+    }
+    out
+}
+
+/// Sentences of a token count drawn uniformly from `lo..=hi` (then overshot as [`sentences`]).
+pub fn sized(rng: &mut Rng, (lo, hi): (u64, u64)) -> String {
+    let tokens = rng.between(lo, hi) as usize;
+    sentences(rng, tokens)
+}
+
+/// One short sentence ending in `?`, opened by a question word: 7–19 tokens.
+pub fn question(rng: &mut Rng) -> String {
+    let mut out = String::with_capacity(100);
+    out.push_str(rng.pick(QUESTION_WORDS).copied().unwrap_or("what"));
+    out.push(' ');
+    push_sentence(rng, &mut out, '?');
+    out
+}
+
+#[cfg(test)]
+pub(crate) fn o200k(text: &str) -> usize {
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_word_is_one_token_with_and_without_a_space() {
+        let bad: Vec<&str> = WORDS
+            .iter()
+            .copied()
+            .filter(|w| o200k(w) != 1 || o200k(&format!(" {w}")) != 1)
+            .collect();
+        assert!(bad.is_empty(), "not single o200k tokens: {bad:?}");
+        assert!(WORDS.len() >= 500, "{}", WORDS.len());
+        let unique: HashSet<&str> = WORDS.iter().copied().collect();
+        assert_eq!(unique.len(), WORDS.len(), "duplicate words");
+        assert!(
+            WORDS
+                .iter()
+                .all(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        );
+    }
+
+    #[test]
+    fn generated_sizes_match_the_tokenizer() {
+        let mut rng = Rng::new(3);
+        for target in [300, 3_000, 12_000] {
+            let doc = document(&mut rng, target);
+            let actual = o200k(&doc);
+            // Overshoot is at most the last sentence.
+            assert!(
+                (target..target + 19).contains(&actual),
+                "{target}: {actual}"
+            );
+            assert_eq!(actual, counted(&doc));
+        }
+        let text = sentences(&mut rng, 600);
+        assert_eq!(o200k(&text), counted(&text));
+        assert!((600..619).contains(&counted(&text)));
+        assert_eq!(o200k(&words(&mut rng, 512)), 512);
+    }
+
+    /// The rule the generators count by: a token per word and per `.` or `?`.
+    fn counted(text: &str) -> usize {
+        text.split_whitespace().count() + text.matches(['.', '?']).count()
+    }
+
+    #[test]
+    fn shapes_of_the_text() {
+        let mut rng = Rng::new(5);
+        let q = question(&mut rng);
+        assert!(q.ends_with('?') && !q.contains('\n'), "{q}");
+        assert!((7..=19).contains(&o200k(&q)), "{q}");
+        let doc = document(&mut rng, 2_000);
+        assert!(doc.ends_with('.') && doc.contains(". ") && doc.contains(".\n\n"));
+        assert!(!doc.contains(" \n") && !doc.contains("  "));
+    }
+}
