@@ -47,6 +47,11 @@ impl Clock {
         }
     }
 
+    /// Whether this is a manual (virtual) clock.
+    pub fn is_manual(&self) -> bool {
+        matches!(self.mode, Mode::Manual)
+    }
+
     /// Moves a manual clock to `at` (a system clock ignores it: real time cannot be set).
     pub fn set(&self, at: SystemTime) {
         if let Mode::Manual = self.mode {

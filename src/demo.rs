@@ -75,7 +75,7 @@ pub async fn run(listen: SocketAddr, once: bool) -> anyhow::Result<()> {
 /// One JSON and one streamed request per dialect; returns how many did not succeed.
 async fn workload(base: &str) -> anyhow::Result<usize> {
     let client = reqwest::Client::new();
-    let document = DOCUMENT.repeat(40);
+    let document = DOCUMENT.repeat(120);
     let question = "What does cachet keep stable?";
     let chat = |stream: bool| {
         json!({"model": "gpt-4.1", "stream": stream,

@@ -45,6 +45,22 @@ enum Command {
         #[arg(long, value_name = "JSON|@FILE", value_parser = cachet::sim::Faults::from_arg)]
         faults: Option<cachet::sim::Faults>,
     },
+    /// Replay workloads through the simulator on a virtual clock (direct, fixed placement and
+    /// cachet) and report cost, savings and efficiency against the oracle.
+    Replay {
+        /// A built-in workload (docqa, chat, agent, rag, volatile, mooncake) or a JSONL file.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Every built-in workload.
+        #[arg(long)]
+        all: bool,
+        /// `ci` replays the first 500 Mooncake requests, `full` all of them.
+        #[arg(long, value_enum, default_value = "ci")]
+        scale: ScaleArg,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Simulator and proxy in one process, a small workload in every dialect, a summary table.
     Demo {
         /// Exit after printing the table instead of serving on.
@@ -54,6 +70,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScaleArg {
+    Ci,
+    Full,
 }
 
 // Requests are served on per-core worker threads (`cachet::workers`); this runtime only runs
@@ -77,6 +99,24 @@ async fn main() -> std::process::ExitCode {
             cachet::server::run_sim(listen, replicas, settings, faults.unwrap_or_default()).await
         }
         Command::Demo { once, listen } => cachet::demo::run(listen, once).await,
+        Command::Replay {
+            workload,
+            all,
+            scale,
+            json,
+        } => {
+            let scale = match scale {
+                ScaleArg::Ci => cachet::replay::workload::Scale::Ci,
+                ScaleArg::Full => cachet::replay::workload::Scale::Full,
+            };
+            let options = cachet::replay::Options {
+                workload,
+                all,
+                scale,
+                json,
+            };
+            cachet::replay::run_cli(options).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -51,6 +51,9 @@ pub struct OracleBill {
     pub uncached_nusd: u64,
     /// The most that caching could save on them, nano-USD.
     pub saved_nusd: u64,
+    /// Tokens read from cache, for providers whose caching has no write fee (OpenAI, DeepSeek):
+    /// their savings are proportional to it, so efficiency can be told without prices.
+    pub read_tokens: Option<u64>,
 }
 
 /// Prices per token in pico-USD, as the price table holds them.
@@ -65,6 +68,16 @@ pub struct Prices {
 }
 
 impl Prices {
+    /// Token units (input 1, read 0) for a model without prices: only `read_tokens` is then
+    /// meaningful.
+    pub const TOKENS: Prices = Prices {
+        input: 1,
+        read: 0,
+        write_5m: 1,
+        write_1h: None,
+        storage: 0,
+    };
+
     /// From a price row; `None` when input or read prices are missing (no money can be told).
     pub fn from_rates(rates: &Rates) -> Option<Prices> {
         Some(Prices {
@@ -132,6 +145,7 @@ fn automatic_bill(items: &[Item], prices: &Prices, read: u64) -> OracleBill {
         input_tokens,
         uncached_nusd,
         saved_nusd: pico_to_nano(saved),
+        read_tokens: Some(read),
     }
 }
 
@@ -187,6 +201,7 @@ fn bill(items: &[Item], prices: &Prices, saved_pico: f64) -> OracleBill {
         input_tokens,
         uncached_nusd,
         saved_nusd: pico_to_nano(saved_pico.max(0.0).round() as u128),
+        read_tokens: None,
     }
 }
 

@@ -41,6 +41,9 @@ const DEFAULT_MIN_GEMINI: u64 = 2048;
 pub struct Engine {
     prices: PriceTable,
     settings: Settings,
+    /// On a virtual clock a response begins after its simulated prefill; on the system clock it
+    /// begins when the handler returns, right after the cache is updated.
+    virtual_time: bool,
     state: Mutex<State>,
 }
 
@@ -73,7 +76,12 @@ pub struct ReplicaOutcome {
 }
 
 impl Engine {
-    pub fn new(prices: PriceTable, settings: Settings, replicas: usize) -> Self {
+    pub fn new(
+        prices: PriceTable,
+        settings: Settings,
+        replicas: usize,
+        virtual_time: bool,
+    ) -> Self {
         let replicas = (0..replicas)
             .map(|_| Replica {
                 lru: pool::Lru::new(settings.kv_capacity_tokens),
@@ -87,6 +95,7 @@ impl Engine {
         Engine {
             prices,
             settings,
+            virtual_time,
             state: Mutex::new(State {
                 anthropic: anthropic::Cache::default(),
                 openai: openai::Cache::default(),
@@ -105,6 +114,15 @@ impl Engine {
 
     pub fn prices(&self) -> &PriceTable {
         &self.prices
+    }
+
+    /// When a write made by a request starting at `start` becomes readable.
+    fn visible(&self, start: SystemTime, uncached_tokens: u64) -> SystemTime {
+        if self.virtual_time {
+            rules::first_byte(start, uncached_tokens)
+        } else {
+            start
+        }
     }
 
     fn min_tokens(&self, model: &str, at: SystemTime, default: u64) -> u64 {
@@ -131,7 +149,7 @@ impl Engine {
         let charge = anthropic::charge(prompt, &bps, hit, min);
         let times = Times {
             start,
-            visible: rules::first_byte(start, charge.uncached + charge.write_1h + charge.write_5m),
+            visible: self.visible(start, charge.uncached + charge.write_1h + charge.write_5m),
         };
         anthropic::commit(&mut state.anthropic, scope, prompt, &bps, hit, min, times);
         let usage = Usage {
@@ -164,7 +182,7 @@ impl Engine {
             start,
         );
         let cached = openai::cached_tokens(&state.openai, machine, scope, prompt, min, start);
-        let visible = rules::first_byte(start, prompt.tokens() - cached);
+        let visible = self.visible(start, prompt.tokens() - cached);
         openai::commit(
             &mut state.openai,
             machine,
@@ -196,7 +214,7 @@ impl Engine {
         let mut state = self.state();
         let hit = deepseek::hit_tokens(&state.deepseek, scope, prompt, start);
         deepseek::touch(&mut state.deepseek, scope, prompt, hit, start);
-        let visible = rules::first_byte(start, prompt.tokens() - hit);
+        let visible = self.visible(start, prompt.tokens() - hit);
         deepseek::commit(
             &mut state.deepseek,
             scope,
@@ -232,7 +250,7 @@ impl Engine {
                 let min = self.min_tokens(model, start, DEFAULT_MIN_GEMINI);
                 let scope = rules::scope(key, model);
                 let hit = gemini::implicit_hit(&state.gemini, scope, own, min, start);
-                let visible = rules::first_byte(start, own.tokens() - hit);
+                let visible = self.visible(start, own.tokens() - hit);
                 gemini::implicit_commit(&mut state.gemini, scope, own, min, start, visible);
                 (hit, own.tokens() - hit)
             }

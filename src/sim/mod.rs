@@ -133,6 +133,17 @@ fn dialect_of(path: &str) -> Dialect {
     }
 }
 
+/// The prompt the simulator bills for `body` sent to the mount `upstream` (`anthropic`, `openai`,
+/// `deepseek`, `vllm`, `gemini`) at `path`: what the replay's oracle prices. A Gemini request's
+/// own prompt excludes any cached content it references.
+pub fn render_request(upstream: &str, path: &str, body: &serde_json::Value) -> prompt::SimPrompt {
+    match upstream {
+        "anthropic" => anthropic::render(body),
+        "gemini" => gemini::render(body),
+        _ => openai::render_request(path, body),
+    }
+}
+
 /// State shared by every mount of one router.
 pub struct Sim {
     /// Source of the numeric part of every ID (`chatcmpl-sim-1`, `msg_sim_2`, …). One counter per
@@ -148,11 +159,12 @@ impl Sim {
     pub fn new(clock: Arc<Clock>, settings: Settings, replicas: usize) -> Self {
         // The built-in table is compiled in and checked by the pricing tests.
         let prices = PriceTable::built_in().unwrap_or_default();
+        let virtual_time = clock.is_manual();
         Sim {
             last_id: AtomicU64::new(0),
             clock,
             replicas,
-            engine: Engine::new(prices, settings, replicas),
+            engine: Engine::new(prices, settings, replicas, virtual_time),
             gemini_caches: Mutex::default(),
         }
     }

@@ -74,7 +74,10 @@ fn from_trace(trace: &str, limit: usize) -> Result<Workload, String> {
         let entry: Entry = serde_json::from_str(line).map_err(|err| at(err.to_string()))?;
         let conversation = conversation(&mut blocks, &entry).map_err(at)?;
         let t = entry.timestamp as f64 / 1_000.0;
-        let request = dialect::render(Provider::Vllm, model, &key, t, &conversation);
+        let mut request = dialect::render(Provider::Vllm, model, &key, t, &conversation);
+        // Generate exactly `output_length` tokens, as vLLM benchmarks replay traces, so each
+        // request occupies its replica for the trace's decode time.
+        request.body["ignore_eos"] = serde_json::Value::Bool(true);
         requests.push(request);
     }
     requests.sort_by(|a, b| a.t.total_cmp(&b.t));
@@ -267,7 +270,7 @@ mod tests {
         assert!(workload.requests.windows(2).all(|w| w[0].t <= w[1].t));
         assert_eq!(
             workload.digest(),
-            "a6b076d5f1ec7b2587f6ef8f5b4827e7cfd0afcc7443c9e440794135d5d3a109"
+            "cf3256ce719ed87a9f0b2e9800e5893f60a7874bbe092679ee0dfb4c5afe1038"
         );
     }
 }

@@ -126,7 +126,7 @@ const PINNED: [(&str, &str, usize, &str); 19] = [
         "mooncake",
         "vllm",
         500,
-        "9c8021a1637e07ef03d765a21755862d7e8fe258b1edd2b0fcf3b5b472666130",
+        "aa66b516d0f19a75c67e2cfd41248e3d67f8de1010ca03189efe0a185cfd4e7e",
     ),
 ];
 

@@ -184,7 +184,17 @@ mod tests {
         let app = crate::sim::router(1);
         for path in PATHS {
             let (req, n) = request(json!({}));
-            let res = call(&app, "POST", path, &[], &req.to_string()).await;
+            // A key per path: both DeepSeek paths share one cache, and a repeated prompt would
+            // (rightly) hit it.
+            let key = format!("Bearer key-{path}");
+            let res = call(
+                &app,
+                "POST",
+                path,
+                &[("authorization", &key)],
+                &req.to_string(),
+            )
+            .await;
             assert_eq!(res.status, StatusCode::OK);
             let body = json_of(&res);
             assert_eq!(body["object"], "chat.completion");

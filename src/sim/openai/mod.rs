@@ -159,6 +159,18 @@ impl Ctx {
     }
 }
 
+/// The prompt of a Chat Completions or Responses body.
+pub(crate) fn render_request(path: &str, body: &Value) -> SimPrompt {
+    if path.ends_with("/responses") {
+        return responses::render(body);
+    }
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    SimPrompt::build(render_messages(body.get("tools"), messages))
+}
+
 /// A chat message list in order, one block per string content, content part and tool call,
 /// with the role on each message's first block and a turn end after every user and assistant
 /// message (DeepSeek persists units there).

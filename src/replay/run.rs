@@ -1,0 +1,493 @@
+//! The replay driver: each workload, for each route, against a fresh simulator on a virtual
+//! clock. The clock is set to a request's `t` before it is sent; requests with equal `t` are
+//! sent concurrently; every response is read to its end before time moves on.
+//!
+//! Routes, each from a fresh simulator state on the same timeline (DESIGN.md "Measuring"):
+//! - **direct**: the requests as the workload has them, straight to the simulator;
+//! - **fixed**: the placement other gateways inject, straight to the simulator (Anthropic: a 5m
+//!   `cache_control` on the last system block and on the last block of the last message;
+//!   Gemini: one `cachedContents` of system instruction + tools once they reach the minimum;
+//!   OpenAI and DeepSeek unchanged);
+//! - **cachet**: through a cachet proxy in this process running the shipped default config,
+//!   with only the upstream base URLs pointed at the simulator.
+//!
+//! For the replica pool (`mooncake`) the direct route is round-robin over the replicas (what a
+//! Kubernetes Service does), the fixed route a consistent hash of the first block, and cachet
+//! the `vllm` upstream.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use super::workload::{Provider, Request, Workload};
+use crate::clock::{Clock, parse_rfc3339, utc_date};
+use crate::config::Config;
+use crate::pricing::PriceTable;
+use crate::server;
+use crate::sim::{self, Settings, Sim};
+use crate::state::AppState;
+use crate::usage::Usage;
+
+/// The virtual timeline starts here (a Monday; the price table covers it).
+pub const T0_UNIX: u64 = 1_793_610_000; // 2026-11-02T09:00:00Z
+/// Replicas of the pool the `mooncake` workload runs against.
+pub const POOL_REPLICAS: usize = 8;
+pub const POOL_KV_TOKENS: u64 = 2_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    Fixed,
+    Cachet,
+}
+
+impl Route {
+    pub const ALL: [Route; 3] = [Route::Direct, Route::Fixed, Route::Cachet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Fixed => "fixed",
+            Route::Cachet => "cachet",
+        }
+    }
+}
+
+/// What the simulator billed for one route.
+#[derive(Clone, Debug, Default)]
+pub struct RouteResult {
+    pub requests: u64,
+    pub failed: u64,
+    pub tokens: Usage,
+    /// Input side including Gemini storage, nano-USD; `None` when a price is missing.
+    pub cost_nusd: Option<u64>,
+    /// The input tokens of this route billed as uncached input.
+    pub uncached_nusd: Option<u64>,
+    pub output_nusd: Option<u64>,
+    /// Replica pools: per replica (requests, cached tokens, prompt tokens, busy seconds).
+    pub replicas: Vec<(u64, u64, u64, f64)>,
+}
+
+pub fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(T0_UNIX)
+}
+
+/// Replays `workload` on `route` and returns the simulator's bill.
+pub async fn replay(
+    workload: &Workload,
+    route: Route,
+    progress: &mut Progress,
+) -> anyhow::Result<RouteResult> {
+    let clock = Arc::new(Clock::manual(t0()));
+    let replicas = if workload.provider == Provider::Vllm {
+        POOL_REPLICAS
+    } else {
+        0
+    };
+    let settings = Settings {
+        gemini_implicit: false,
+        kv_capacity_tokens: POOL_KV_TOKENS,
+    };
+    let sim = Arc::new(Sim::new(clock.clone(), settings, replicas));
+    let sim_listener = server::bind("127.0.0.1:0".parse()?).await?;
+    let sim_addr = sim_listener.local_addr()?;
+    let sim_server = axum::serve(server::nodelay(sim_listener), sim::build(sim.clone()));
+    let sim_task = Abort(tokio::spawn(async move { sim_server.await }));
+
+    let (base, _proxy) = match route {
+        Route::Cachet => {
+            let proxy = Proxy::start(&format!("http://{sim_addr}")).await?;
+            (format!("http://{}", proxy.addr), Some(proxy))
+        }
+        Route::Direct | Route::Fixed => (format!("http://{sim_addr}"), None),
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .context("HTTP client")?;
+    let mut fixed = Fixed::default();
+    let mut result = RouteResult::default();
+    progress.start(
+        &format!(
+            "{} {} {}",
+            workload.name,
+            workload.provider.upstream(),
+            route.name()
+        ),
+        workload.requests.len(),
+    );
+    let mut index = 0usize;
+    for group in workload.requests.chunk_by(|a, b| a.t == b.t) {
+        clock.set(t0() + Duration::from_secs_f64(group[0].t.max(0.0)));
+        let mut sends = Vec::with_capacity(group.len());
+        for request in group {
+            let target = target(workload.provider, route, &base, request, index);
+            index += 1;
+            let body = match route {
+                Route::Fixed => fixed.apply(&client, &base, workload, request).await?,
+                Route::Direct | Route::Cachet => request.body.clone(),
+            };
+            sends.push(send(&client, target, request, body));
+        }
+        for outcome in join_all(sends).await {
+            result.requests += 1;
+            if !outcome {
+                result.failed += 1;
+            }
+        }
+        progress.advance(group.len());
+    }
+    progress.finish();
+    sim.settle();
+    result.cost_nusd = Some(0);
+    result.uncached_nusd = Some(0);
+    result.output_nusd = Some(0);
+    for (_, _, account) in sim.accounts() {
+        result.tokens.input_uncached += account.input_uncached;
+        result.tokens.cache_read += account.cache_read;
+        result.tokens.cache_write_5m += account.cache_write_5m;
+        result.tokens.cache_write_1h += account.cache_write_1h;
+        result.tokens.output += account.output;
+        let input_and_storage = add(account.input_nusd, account.storage_nusd);
+        result.cost_nusd = add(result.cost_nusd, input_and_storage);
+        result.uncached_nusd = add(result.uncached_nusd, account.input_uncached_nusd);
+        result.output_nusd = add(result.output_nusd, account.output_nusd);
+    }
+    result.replicas = sim.replica_totals();
+    drop(sim_task);
+    Ok(result)
+}
+
+/// A sum of money that is unknown (`None`) as soon as one term is.
+fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(a? + b?)
+}
+
+/// Where a request goes on this route.
+fn target(provider: Provider, route: Route, base: &str, request: &Request, index: usize) -> String {
+    if provider == Provider::Vllm && route != Route::Cachet {
+        let replica = match route {
+            Route::Fixed => first_block_hash(&request.body) % POOL_REPLICAS as u64,
+            Route::Direct | Route::Cachet => (index % POOL_REPLICAS) as u64,
+        };
+        return format!("{base}/vllm/{replica}{}", request.path);
+    }
+    format!("{base}/{}{}", request.upstream, request.path)
+}
+
+/// A consistent hash of a request's first content block (the first text part of its first
+/// message): the baseline pool router.
+fn first_block_hash(body: &Value) -> u64 {
+    let first = body
+        .pointer("/messages/0/content/0/text")
+        .or_else(|| body.pointer("/messages/0/content"));
+    let text = first.and_then(Value::as_str).unwrap_or_default();
+    let hash = blake3::hash(text.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Sends one request and reads its response to the end; `false` when it did not succeed.
+async fn send(client: &reqwest::Client, url: String, request: &Request, body: Value) -> bool {
+    let mut builder = client.post(url).header("content-type", "application/json");
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let Ok(bytes) = serde_json::to_vec(&body) else {
+        return false;
+    };
+    match builder.body(bytes).send().await {
+        Ok(res) => {
+            let ok = res.status().is_success();
+            ok && res.bytes().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The fixed-placement baseline's client-side rewrite, with the Gemini caches it keeps.
+#[derive(Default)]
+struct Fixed {
+    /// (API key, model, system+tools JSON) → cache name and expiry.
+    gemini: HashMap<(String, String, String), (String, SystemTime)>,
+    prices: Option<PriceTable>,
+}
+
+impl Fixed {
+    async fn apply(
+        &mut self,
+        client: &reqwest::Client,
+        base: &str,
+        workload: &Workload,
+        request: &Request,
+    ) -> anyhow::Result<Value> {
+        let mut body = request.body.clone();
+        match workload.provider {
+            Provider::Anthropic => mark_anthropic(&mut body),
+            Provider::Gemini => {
+                self.gemini(client, base, workload, request, &mut body)
+                    .await?
+            }
+            Provider::OpenAi | Provider::DeepSeek | Provider::Vllm => {}
+        }
+        Ok(body)
+    }
+
+    /// One `cachedContents` of system instruction + tools (+ tool config) once they reach the
+    /// model's minimum, created with the request's own key and re-created after it expires
+    /// (default TTL, 1 h); the request then references it instead of carrying them.
+    async fn gemini(
+        &mut self,
+        client: &reqwest::Client,
+        base: &str,
+        workload: &Workload,
+        request: &Request,
+        body: &mut Value,
+    ) -> anyhow::Result<()> {
+        let Some(obj) = body.as_object() else {
+            return Ok(());
+        };
+        let fixed: serde_json::Map<String, Value> = ["systemInstruction", "tools", "toolConfig"]
+            .iter()
+            .filter_map(|k| obj.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
+        if fixed.is_empty() {
+            return Ok(());
+        }
+        let prices = self
+            .prices
+            .get_or_insert_with(|| PriceTable::built_in().unwrap_or_default());
+        let min = prices
+            .price_on(&workload.model, &utc_date(t0()))
+            .and_then(|p| p.min_cacheable_tokens)
+            .unwrap_or(2048);
+        let fixed = Value::Object(fixed);
+        if sim::render_request("gemini", &request.path, &fixed).tokens() < min {
+            return Ok(());
+        }
+        let key = request
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-goog-api-key"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let now = t0() + Duration::from_secs_f64(request.t.max(0.0));
+        let id = (key.clone(), workload.model.clone(), fixed.to_string());
+        let live = self
+            .gemini
+            .get(&id)
+            .filter(|(_, expires)| now < *expires)
+            .map(|(name, _)| name.clone());
+        let name = match live {
+            Some(name) => name,
+            None => {
+                let mut create = fixed.clone();
+                create["model"] = json!(format!("models/{}", workload.model));
+                let res = client
+                    .post(format!("{base}/gemini/v1beta/cachedContents"))
+                    .header("x-goog-api-key", &key)
+                    .header("content-type", "application/json")
+                    .body(create.to_string())
+                    .send()
+                    .await
+                    .context("creating the fixed baseline's Gemini cache")?;
+                let bytes = res.bytes().await.context("reading the created cache")?;
+                let created: Value =
+                    serde_json::from_slice(&bytes).context("created cache JSON")?;
+                let name = created["name"]
+                    .as_str()
+                    .context("created cache has no name")?
+                    .to_owned();
+                let expires = created["expireTime"]
+                    .as_str()
+                    .and_then(parse_rfc3339)
+                    .unwrap_or(now);
+                self.gemini.insert(id, (name.clone(), expires));
+                name
+            }
+        };
+        if let Some(obj) = body.as_object_mut() {
+            for k in ["systemInstruction", "tools", "toolConfig"] {
+                obj.shift_remove(k);
+            }
+            obj.insert("cachedContent".into(), json!(name));
+        }
+        Ok(())
+    }
+}
+
+/// A 5m `cache_control` on the last system block and on the last block of the last message.
+fn mark_anthropic(body: &mut Value) {
+    let marker = json!({"type": "ephemeral"});
+    if let Some(system) = body.get_mut("system") {
+        mark_last(system, &marker);
+    }
+    let last = body
+        .get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .and_then(|m| m.last_mut())
+        .and_then(|m| m.get_mut("content"));
+    if let Some(content) = last {
+        mark_last(content, &marker);
+    }
+}
+
+fn mark_last(content: &mut Value, marker: &Value) {
+    if let Value::String(text) = content {
+        *content = json!([{"type": "text", "text": text, "cache_control": marker}]);
+    } else if let Some(block) = content.as_array_mut().and_then(|a| a.last_mut()) {
+        if let Some(obj) = block.as_object_mut() {
+            obj.entry("cache_control").or_insert_with(|| marker.clone());
+        }
+    }
+}
+
+/// A cachet proxy on an ephemeral port with the shipped defaults, its upstreams pointed at the
+/// simulator (plus `deepseek` and a `vllm` upstream, which the defaults leave commented out).
+struct Proxy {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Proxy {
+    async fn start(sim: &str) -> anyhow::Result<Proxy> {
+        let extra = r#"
+[[upstreams]]
+name = "deepseek"
+provider = "deepseek"
+base_url = "https://api.deepseek.com"
+
+[[upstreams]]
+name = "vllm"
+provider = "openai-compatible"
+base_url = "http://vllm.internal:8000"
+"#;
+        let env = [
+            ("CACHET_LOG__LEVEL", "error".to_owned()),
+            (
+                "CACHET_UPSTREAMS__OPENAI__BASE_URL",
+                format!("{sim}/openai"),
+            ),
+            (
+                "CACHET_UPSTREAMS__ANTHROPIC__BASE_URL",
+                format!("{sim}/anthropic"),
+            ),
+            (
+                "CACHET_UPSTREAMS__GEMINI__BASE_URL",
+                format!("{sim}/gemini"),
+            ),
+            (
+                "CACHET_UPSTREAMS__DEEPSEEK__BASE_URL",
+                format!("{sim}/deepseek"),
+            ),
+            // One replica until upstream pools exist: a single base URL is all the shipped
+            // config can express.
+            ("CACHET_UPSTREAMS__VLLM__BASE_URL", format!("{sim}/vllm/0")),
+        ];
+        let config = Config::load_from(Some(extra), env.map(|(k, v)| (k.to_owned(), v)))
+            .map_err(|e| anyhow::anyhow!("replay proxy config: {e}"))?;
+        let state = AppState::new(config).map_err(anyhow::Error::msg)?;
+        let listener = server::bind("127.0.0.1:0".parse()?).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(state, listener, None, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Proxy {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+struct Abort<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Abort<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A progress bar on stderr when it is a terminal; otherwise one line per finished route.
+pub struct Progress {
+    tty: bool,
+    label: String,
+    total: usize,
+    done: usize,
+    drawn: usize,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            label: String::new(),
+            total: 0,
+            done: 0,
+            drawn: usize::MAX,
+        }
+    }
+
+    fn start(&mut self, label: &str, total: usize) {
+        self.label = label.to_owned();
+        self.total = total.max(1);
+        self.done = 0;
+        self.drawn = usize::MAX;
+        self.draw();
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n;
+        self.draw();
+    }
+
+    fn draw(&mut self) {
+        if !self.tty {
+            return;
+        }
+        const WIDTH: usize = 30;
+        let filled = self.done * WIDTH / self.total;
+        let percent = self.done * 100 / self.total;
+        if percent == self.drawn {
+            return;
+        }
+        self.drawn = percent;
+        let bar: String = "#".repeat(filled) + &"-".repeat(WIDTH - filled);
+        eprint!(
+            "\r{:<32} [{bar}] {:>3}% {}/{}",
+            self.label, percent, self.done, self.total
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&mut self) {
+        if self.tty {
+            eprint!("\r{:<80}\r", "");
+        } else {
+            eprintln!("replayed {} ({} requests)", self.label, self.done);
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
