@@ -64,7 +64,7 @@ impl WorkloadReport {
 
     /// saved ÷ oracle saved; without prices, for caches with no write fee (savings are then
     /// proportional to tokens read), tokens read ÷ the oracle's tokens read.
-    fn efficiency(&self, result: &RouteResult) -> Option<f64> {
+    pub fn efficiency(&self, result: &RouteResult) -> Option<f64> {
         let oracle = self.oracle?;
         if self.oracle_in_money {
             let best = oracle.saved_nusd;

@@ -491,3 +491,78 @@ impl Default for Progress {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_anthropic_marks_the_last_system_and_last_message_blocks() {
+        let mut body = json!({
+            "system": "be brief",
+            "messages": [
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": [{"type": "text", "text": "doc"}, {"type": "text", "text": "q?"}]},
+            ],
+        });
+        mark_anthropic(&mut body);
+        let marker = json!({"type": "ephemeral"});
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "be brief", "cache_control": marker}])
+        );
+        assert_eq!(
+            body["messages"][0]["content"], "first",
+            "earlier messages untouched"
+        );
+        assert!(
+            body["messages"][2]["content"][0]
+                .get("cache_control")
+                .is_none()
+        );
+        assert_eq!(body["messages"][2]["content"][1]["cache_control"], marker);
+        // A client's own marker is kept, not duplicated.
+        let mut own = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]});
+        mark_anthropic(&mut own);
+        assert_eq!(
+            own["messages"][0]["content"][0]["cache_control"]["ttl"],
+            "1h"
+        );
+    }
+
+    #[test]
+    fn pool_routes_round_robin_or_by_first_block() {
+        let request = |text: &str| Request {
+            t: 0.0,
+            upstream: "vllm".into(),
+            path: "/v1/chat/completions".into(),
+            headers: Vec::new(),
+            body: json!({"messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}),
+        };
+        let a = request("shared system block");
+        let direct: Vec<String> = (0..9)
+            .map(|i| target(Provider::Vllm, Route::Direct, "http://s", &a, i))
+            .collect();
+        assert_eq!(direct[0], "http://s/vllm/0/v1/chat/completions");
+        assert_eq!(direct[8], direct[0]);
+        assert_ne!(direct[1], direct[0]);
+        let fixed = |r: &Request, i| target(Provider::Vllm, Route::Fixed, "http://s", r, i);
+        assert_eq!(fixed(&a, 0), fixed(&a, 5), "same first block, same replica");
+        let b = request("another");
+        assert_eq!(
+            target(
+                Provider::Anthropic,
+                Route::Direct,
+                "http://s",
+                &Request {
+                    upstream: "anthropic".into(),
+                    ..b
+                },
+                3
+            ),
+            "http://s/anthropic/v1/chat/completions"
+        );
+    }
+}

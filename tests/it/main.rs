@@ -12,6 +12,7 @@ mod faults;
 mod lifecycle;
 mod metrics;
 mod passthrough;
+mod replay;
 mod robustness;
 mod simulator;
 mod streaming;

@@ -1,0 +1,126 @@
+//! `cachet replay` end to end: every built-in workload at CI scale through the simulator on the
+//! three routes, checked against the oracle, the simulator's own rendering and the CLI.
+
+use cachet::replay::run::{Progress, Route};
+use cachet::replay::workload::{BUILT_IN, Provider, Scale, built_in};
+use cachet::replay::{measure, report::WorkloadReport};
+
+fn route(report: &WorkloadReport, route: Route) -> &cachet::replay::run::RouteResult {
+    &report.routes.iter().find(|(r, _)| *r == route).unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workload_replays_and_no_route_beats_the_oracle() {
+    let mut progress = Progress::new();
+    for name in BUILT_IN {
+        for workload in built_in(name, Scale::Ci).unwrap() {
+            let label = format!("{name}/{}", workload.provider.upstream());
+            let report = measure(&workload, &mut progress).await.unwrap();
+            assert_eq!(report.routes.len(), 3, "{label}");
+            for (r, result) in &report.routes {
+                assert_eq!(result.failed, 0, "{label} {}", r.name());
+                assert_eq!(result.requests, workload.requests.len() as u64, "{label}");
+                if let Some(eff) = report.efficiency(result) {
+                    // The oracle bounds every placement: nothing saves more.
+                    assert!(eff <= 1.0 + 1e-9, "{label} {} efficiency {eff}", r.name());
+                }
+            }
+            // The simulator bills exactly the prompts it renders (no cache creation calls on
+            // the direct route).
+            let direct = route(&report, Route::Direct);
+            let rendered: u64 = workload
+                .requests
+                .iter()
+                .map(|r| cachet::sim::render_request(&r.upstream, &r.path, &r.body).tokens())
+                .sum();
+            assert_eq!(direct.tokens.input_total(), rendered, "{label}");
+            // With no strategies yet, the proxy forwards requests unchanged: the same bill.
+            let cachet = route(&report, Route::Cachet);
+            if workload.provider != Provider::Vllm {
+                assert_eq!(cachet.tokens, direct.tokens, "{label}");
+                assert_eq!(cachet.cost_nusd, direct.cost_nusd, "{label}");
+            }
+            match workload.provider {
+                Provider::Vllm => {
+                    let pool = report.pool.as_ref().unwrap();
+                    for (policy, rate, balance) in &pool.policies {
+                        assert!(*rate <= pool.bound_rate, "{policy}: {rate} > bound");
+                        assert!(*balance >= 1.0, "{policy}: load balance {balance}");
+                    }
+                }
+                Provider::Anthropic | Provider::Gemini | Provider::OpenAi => {
+                    assert!(
+                        report.oracle.is_some(),
+                        "{label}: priced models have an oracle"
+                    );
+                }
+                Provider::DeepSeek => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn fixed_placement_writes_and_reads_on_anthropic_chat() {
+    let workload = built_in("chat", Scale::Ci)
+        .unwrap()
+        .into_iter()
+        .find(|w| w.provider == Provider::Anthropic)
+        .unwrap();
+    let report = measure(&workload, &mut Progress::new()).await.unwrap();
+    let direct = route(&report, Route::Direct);
+    let fixed = route(&report, Route::Fixed);
+    // The client sends no markers: nothing is cached directly.
+    assert_eq!(direct.tokens.cache_read + direct.tokens.cache_write(), 0);
+    // The shared 3k-token system prompt and each user's history are written, then read.
+    assert!(
+        fixed.tokens.cache_write_5m > 0 && fixed.tokens.cache_read > fixed.tokens.cache_write_5m
+    );
+    assert!(report.efficiency(fixed).unwrap() > 0.5);
+}
+
+#[test]
+fn the_cli_prints_digests_and_a_json_report() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cachet"))
+        .args(["replay", "--workload", "volatile", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report.as_array().unwrap();
+    let expected = built_in("volatile", Scale::Ci).unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (row, workload) in rows.iter().zip(&expected) {
+        assert_eq!(row["digest"], workload.digest());
+        assert_eq!(row["provider"], workload.provider.upstream());
+        let routes: Vec<&str> = row["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["route"].as_str().unwrap())
+            .collect();
+        assert_eq!(routes, ["direct", "fixed", "cachet"]);
+        assert!(row["oracle"]["saved_nusd"].as_u64().is_some());
+    }
+
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_cachet"))
+        .args(["replay", "--workload", "docqa"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(text.stdout).unwrap();
+    for workload in built_in("docqa", Scale::Ci).unwrap() {
+        assert!(stdout.contains(&workload.digest()), "digest printed");
+    }
+    assert!(stdout.contains("oracle $") && stdout.contains("eff"));
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cachet"))
+        .args(["replay", "--workload", "nonesuch"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no built-in workload or file named"));
+}
