@@ -205,11 +205,13 @@ pub fn table(reports: &[WorkloadReport]) -> String {
             );
         }
     }
-    let unpriced: Vec<&str> = reports
+    let mut unpriced: Vec<&str> = reports
         .iter()
         .filter(|r| r.oracle.is_some() && !r.oracle_in_money)
         .map(|r| r.model.as_str())
         .collect();
+    unpriced.sort_unstable();
+    unpriced.dedup();
     if !unpriced.is_empty() {
         let _ = writeln!(
             out,
