@@ -235,6 +235,10 @@ pub struct ObservedBody {
     held: Coalesced,
     /// The upstream's end (or error), seen while coalescing, for the next poll.
     deferred: Option<Option<Result<Bytes, reqwest::Error>>>,
+    /// An upstream error after data has gone out waits one turn: hyper drops the bytes it has
+    /// buffered but not yet written when a body fails, and it flushes them when a poll is
+    /// pending, so the client gets every byte that preceded the cut.
+    flushed_before_error: bool,
     /// Bytes still owed by a response with a `content-length`: hyper stops polling once it has
     /// them all, so the end must be noticed here rather than from the stream's `None`.
     remaining: Option<u64>,
@@ -264,6 +268,7 @@ impl ObservedBody {
             ended: false,
             held: Coalesced::default(),
             deferred: None,
+            flushed_before_error: false,
             remaining,
         };
         if body.remaining == Some(0) {
@@ -362,6 +367,12 @@ impl Body for ObservedBody {
                 end if !this.held.is_empty() => {
                     this.deferred = Some(end);
                     return Poll::Ready(std::mem::take(&mut this.held).into_frame());
+                }
+                Some(Err(err)) if this.first_byte.is_some() && !this.flushed_before_error => {
+                    this.flushed_before_error = true;
+                    this.deferred = Some(Some(Err(err)));
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Some(Err(err)) => {
                     this.ended = true;

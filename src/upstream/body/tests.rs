@@ -291,3 +291,30 @@ async fn pieces_that_arrived_together_go_out_as_one_frame_and_the_end_follows() 
     assert!(body.frame().await.is_none());
     assert_eq!(*seen.lock().unwrap(), Some(Outcome::Complete));
 }
+
+#[tokio::test]
+async fn an_upstream_error_after_data_waits_one_pending_poll_so_the_data_is_flushed() {
+    use std::task::Poll;
+    let stream = futures_util::stream::iter([
+        Ok(Bytes::from_static(b"data: 1\n\n")),
+        Err(std::io::Error::other("connection reset")),
+    ]);
+    let response = reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)));
+    let tap = Tap::new(ProviderKind::Openai, None, Framing::Opaque, false);
+    let mut body = ObservedBody::new(response, tap, Duration::from_secs(5), |_| {});
+    let mut body = std::pin::Pin::new(&mut body);
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    // Data first, delivered on its own.
+    let first = loop {
+        match http_body::Body::poll_frame(body.as_mut(), &mut cx) {
+            Poll::Ready(frame) => break frame,
+            Poll::Pending => {}
+        }
+    };
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "data: 1\n\n");
+    // Then one pending turn (hyper writes out what it buffered), then the error.
+    assert!(http_body::Body::poll_frame(body.as_mut(), &mut cx).is_pending());
+    let end = http_body::Body::poll_frame(body.as_mut(), &mut cx);
+    assert!(matches!(end, Poll::Ready(Some(Err(_)))));
+}
