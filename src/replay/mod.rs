@@ -166,9 +166,9 @@ fn pool_report(workload: &Workload, routes: &[(Route, RouteResult)]) -> PoolRepo
     let policies = routes
         .iter()
         .map(|(route, r)| {
-            let cached: u64 = r.replicas.iter().map(|x| x.1).sum();
-            let prompt: u64 = r.replicas.iter().map(|x| x.2).sum();
-            let busy: Vec<f64> = r.replicas.iter().map(|x| x.3).collect();
+            let cached: u64 = r.replicas.iter().map(|x| x.cached_tokens).sum();
+            let prompt: u64 = r.replicas.iter().map(|x| x.prompt_tokens).sum();
+            let busy: Vec<f64> = r.replicas.iter().map(|x| x.busy_seconds).collect();
             let mean = busy.iter().sum::<f64>() / busy.len().max(1) as f64;
             let max = busy.iter().copied().fold(0.0, f64::max);
             let balance = if mean > 0.0 { max / mean } else { 0.0 };

@@ -29,6 +29,7 @@ use crate::clock::{Clock, parse_rfc3339, utc_date};
 use crate::config::Config;
 use crate::pricing::PriceTable;
 use crate::server;
+use crate::sim::engine::ReplicaLoad;
 use crate::sim::{self, Settings, Sim};
 use crate::state::AppState;
 use crate::usage::Usage;
@@ -69,8 +70,8 @@ pub struct RouteResult {
     /// The input tokens of this route billed as uncached input.
     pub uncached_nusd: Option<u64>,
     pub output_nusd: Option<u64>,
-    /// Replica pools: per replica (requests, cached tokens, prompt tokens, busy seconds).
-    pub replicas: Vec<(u64, u64, u64, f64)>,
+    /// Replica pools: what each replica served.
+    pub replicas: Vec<ReplicaLoad>,
 }
 
 pub fn t0() -> SystemTime {
@@ -158,7 +159,7 @@ pub async fn replay(
         result.uncached_nusd = add(result.uncached_nusd, account.input_uncached_nusd);
         result.output_nusd = add(result.output_nusd, account.output_nusd);
     }
-    result.replicas = sim.replica_totals();
+    result.replicas = sim.replica_loads();
     drop(sim_task);
     Ok(result)
 }

@@ -392,19 +392,26 @@ impl Engine {
             .collect()
     }
 
-    /// Per-replica (requests, cached tokens, prompt tokens, busy seconds).
-    pub fn replica_totals(&self) -> Vec<(u64, u64, u64, f64)> {
+    pub fn replica_loads(&self) -> Vec<ReplicaLoad> {
         self.state()
             .replicas
             .iter()
-            .map(|r| {
-                (
-                    r.requests,
-                    r.cached_tokens,
-                    r.prompt_tokens,
-                    r.busy_micros as f64 / 1e6,
-                )
+            .map(|r| ReplicaLoad {
+                requests: r.requests,
+                cached_tokens: r.cached_tokens,
+                prompt_tokens: r.prompt_tokens,
+                busy_seconds: r.busy_micros as f64 / 1e6,
             })
             .collect()
     }
+}
+
+/// What one replica served: its time-averaged in-flight count over a span is
+/// `busy_seconds / span`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ReplicaLoad {
+    pub requests: u64,
+    pub cached_tokens: u64,
+    pub prompt_tokens: u64,
+    pub busy_seconds: f64,
 }

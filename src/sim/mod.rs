@@ -185,8 +185,8 @@ impl Sim {
         self.engine.accounts()
     }
 
-    pub fn replica_totals(&self) -> Vec<(u64, u64, u64, f64)> {
-        self.engine.replica_totals()
+    pub fn replica_loads(&self) -> Vec<engine::ReplicaLoad> {
+        self.engine.replica_loads()
     }
 
     pub(crate) fn gemini_caches(&self) -> std::sync::MutexGuard<'_, gemini::Store> {
