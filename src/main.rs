@@ -40,6 +40,10 @@ enum Command {
         /// KV cache size of each replica, in tokens.
         #[arg(long, default_value_t = 2_000_000)]
         kv_capacity_tokens: u64,
+        /// Price table (prices and minimum cacheable lengths) instead of the built-in
+        /// config/prices.toml; give the proxy's `pricing.file` to bill alike.
+        #[arg(long, value_name = "PATH")]
+        prices: Option<PathBuf>,
         /// Faults to inject from the start, as JSON or @file.json (see `POST /__sim/faults`),
         /// e.g. '{"mount":"/anthropic","errors":{"status":529,"count":3}}'.
         #[arg(long, value_name = "JSON|@FILE", value_parser = cachet::sim::Faults::from_arg)]
@@ -72,6 +76,18 @@ enum Command {
     },
 }
 
+/// The simulator's price table from `path`, every problem reported.
+fn load_prices(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<cachet::pricing::PriceTable>>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--prices {}: {e}", path.display()))?;
+    let table = cachet::pricing::PriceTable::parse(&text)
+        .map_err(|errors| anyhow::anyhow!("--prices {}: {}", path.display(), errors.join("; ")))?;
+    Ok(Some(std::sync::Arc::new(table)))
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ScaleArg {
     Ci,
@@ -90,14 +106,20 @@ async fn main() -> std::process::ExitCode {
             replicas,
             gemini_implicit,
             kv_capacity_tokens,
+            prices,
             faults,
-        } => {
-            let settings = cachet::sim::Settings {
-                gemini_implicit,
-                kv_capacity_tokens,
-            };
-            cachet::server::run_sim(listen, replicas, settings, faults.unwrap_or_default()).await
-        }
+        } => match load_prices(prices.as_deref()) {
+            Ok(prices) => {
+                let settings = cachet::sim::Settings {
+                    gemini_implicit,
+                    kv_capacity_tokens,
+                    prices,
+                };
+                cachet::server::run_sim(listen, replicas, settings, faults.unwrap_or_default())
+                    .await
+            }
+            Err(err) => Err(err),
+        },
         Command::Demo { once, listen } => cachet::demo::run(listen, once).await,
         Command::Replay {
             workload,

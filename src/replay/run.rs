@@ -93,6 +93,7 @@ pub async fn replay(
     let settings = Settings {
         gemini_implicit: false,
         kv_capacity_tokens: POOL_KV_TOKENS,
+        prices: None,
     };
     let sim = Arc::new(Sim::new(clock.clone(), settings, replicas));
     let sim_listener = server::bind("127.0.0.1:0".parse()?).await?;

@@ -308,3 +308,44 @@ async fn stats_are_served_and_never_show_keys() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_price_table_of_ones_own_sets_prices_and_minimums() {
+    let table = crate::pricing::PriceTable::parse(
+        r#"
+[[models]]
+model = "house-model"
+provider = "anthropic"
+effective_from = "2025-01-01"
+input = 1.00
+output = 2.00
+cache_read = 0.10
+cache_write_5m = 1.25
+min_cacheable_tokens = 100
+"#,
+    )
+    .unwrap();
+    let clock = Arc::new(Clock::manual(
+        UNIX_EPOCH + Duration::from_secs(1_793_577_600),
+    ));
+    let settings = Settings {
+        prices: Some(Arc::new(table)),
+        ..Settings::default()
+    };
+    let sim = Arc::new(Sim::new(clock, settings, 0));
+    let app = build(sim.clone());
+    let mut req = anthropic_request(&words(9, 150), "q?");
+    req["model"] = json!("house-model");
+    let body = post(&app, A, ("x-api-key", "k"), &req).await;
+    // 150 words reach this table's minimum of 100, far below the built-in 1024.
+    let written = body["usage"]["cache_creation_input_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(written >= 150);
+    let stats = sim.stats();
+    let mine = account(&stats, "k", "house-model");
+    let uncached = mine["input_uncached"].as_u64().unwrap();
+    // $1.25/M for the write, $1/M for the rest, nano-USD rounded per request.
+    let expected = (written * 1_250_000 + uncached * 1_000_000 + 500) / 1000;
+    assert_eq!(mine["input_nusd"], expected);
+}

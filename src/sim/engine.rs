@@ -22,6 +22,9 @@ pub struct Settings {
     pub gemini_implicit: bool,
     /// KV cache size of each vLLM-like replica.
     pub kv_capacity_tokens: u64,
+    /// The price table (prices and minimums); `None`: the built-in `config/prices.toml`, the
+    /// proxy's default too.
+    pub prices: Option<std::sync::Arc<PriceTable>>,
 }
 
 impl Default for Settings {
@@ -29,6 +32,7 @@ impl Default for Settings {
         Settings {
             gemini_implicit: false,
             kv_capacity_tokens: 2_000_000,
+            prices: None,
         }
     }
 }
@@ -39,7 +43,7 @@ const DEFAULT_MIN_OPENAI: u64 = 1024;
 const DEFAULT_MIN_GEMINI: u64 = 2048;
 
 pub struct Engine {
-    prices: PriceTable,
+    prices: std::sync::Arc<PriceTable>,
     settings: Settings,
     /// On a virtual clock a response begins after its simulated prefill; on the system clock it
     /// begins when the handler returns, right after the cache is updated.
@@ -76,12 +80,12 @@ pub struct ReplicaOutcome {
 }
 
 impl Engine {
-    pub fn new(
-        prices: PriceTable,
-        settings: Settings,
-        replicas: usize,
-        virtual_time: bool,
-    ) -> Self {
+    pub fn new(settings: Settings, replicas: usize, virtual_time: bool) -> Self {
+        // The built-in table is compiled in and checked by the pricing tests.
+        let prices = settings
+            .prices
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::new(PriceTable::built_in().unwrap_or_default()));
         let replicas = (0..replicas)
             .map(|_| Replica {
                 lru: pool::Lru::new(settings.kv_capacity_tokens),

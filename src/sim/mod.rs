@@ -51,7 +51,6 @@ pub use faults::{CONTROL_PATH, ErrorFault, FAULT_HEADER, Faults};
 pub use reply::Reply;
 
 use crate::clock::{self, Clock};
-use crate::pricing::PriceTable;
 use engine::Engine;
 pub use engine::Settings;
 use faults::FaultState;
@@ -157,14 +156,12 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(clock: Arc<Clock>, settings: Settings, replicas: usize) -> Self {
-        // The built-in table is compiled in and checked by the pricing tests.
-        let prices = PriceTable::built_in().unwrap_or_default();
         let virtual_time = clock.is_manual();
         Sim {
             last_id: AtomicU64::new(0),
             clock,
             replicas,
-            engine: Engine::new(prices, settings, replicas, virtual_time),
+            engine: Engine::new(settings, replicas, virtual_time),
             gemini_caches: Mutex::default(),
         }
     }
