@@ -30,6 +30,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub shutdown: Shutdown,
     pub usage: UsageConfig,
+    pub rewrite: RewriteConfig,
     pub log: LogConfig,
     pub admin: Admin,
     pub pricing: PricingConfig,
@@ -82,6 +83,22 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// Redacted excerpts (≤ 40 characters) in miss explanations.
+    #[serde(default)]
+    pub excerpts: bool,
+}
+
+/// `[rewrite]`: the request rewrites that make prefixes reusable (DESIGN.md "Question after
+/// context").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    pub question_last: bool,
+    pub question_max_tokens: u64,
+    pub context_min_tokens: u64,
+    pub stable_tools: bool,
+    pub ground_question: bool,
+    pub ground_sentence: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -358,8 +375,9 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         section("timeouts"),
         section("shutdown"),
     );
-    let (usage, log, admin, pricing) = (
+    let (usage, rewrite, log, admin, pricing) = (
         section("usage"),
+        section("rewrite"),
         section("log"),
         section("admin"),
         section("pricing"),
@@ -370,6 +388,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     let timeouts = timeouts.read::<Timeouts>(errors);
     let shutdown = shutdown.read::<Shutdown>(errors);
     let usage = usage.read::<UsageConfig>(errors);
+    let rewrite = rewrite.read::<RewriteConfig>(errors);
     let log = log.read::<LogConfig>(errors);
     let admin = admin.read::<Admin>(errors);
     let pricing = pricing.read::<PricingConfig>(errors);
@@ -384,6 +403,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         timeouts: timeouts?,
         shutdown: shutdown?,
         usage: usage?,
+        rewrite: rewrite?,
         log: log?,
         admin: admin?,
         pricing: pricing?,

@@ -43,6 +43,7 @@ pub async fn run_sim(
     telemetry::init_tracing(&crate::config::LogConfig {
         format: crate::config::LogFormat::Text,
         level: "info".into(),
+        excerpts: false,
     });
     let listener = bind(listen).await?;
     tracing::info!(%listen, replicas, "cachet sim serving");

@@ -240,3 +240,38 @@ fn a_section_that_fails_to_parse_does_not_hide_problems_elsewhere() {
         ]
     );
 }
+
+#[test]
+fn rewrite_defaults_and_overrides() {
+    let config = Config::load_from(None, env(&[])).unwrap();
+    assert!(config.rewrite.question_last);
+    assert_eq!(config.rewrite.question_max_tokens, 256);
+    assert_eq!(config.rewrite.context_min_tokens, 1024);
+    assert!(!config.rewrite.stable_tools && !config.rewrite.ground_question);
+    assert_eq!(
+        config.rewrite.ground_sentence,
+        "Based on the information above, answer: "
+    );
+    assert!(!config.log.excerpts);
+    let config = Config::load_from(
+        Some("[rewrite]\nstable_tools = true\n"),
+        env(&[
+            ("CACHET_REWRITE__QUESTION_LAST", "false"),
+            ("CACHET_LOG__EXCERPTS", "true"),
+        ]),
+    )
+    .unwrap();
+    assert!(!config.rewrite.question_last && config.rewrite.stable_tools);
+    assert!(config.log.excerpts);
+    let err = Config::load_from(
+        Some("[rewrite]\nquestion_max_tokens = \"many\"\n"),
+        env(&[]),
+    )
+    .unwrap_err();
+    assert!(
+        err.0
+            .iter()
+            .any(|e| e.starts_with("rewrite.question_max_tokens")),
+        "{err}"
+    );
+}
