@@ -1,7 +1,8 @@
 //! `mooncake`: the Mooncake conversation trace (FAST'25), for routing across vLLM replicas.
 //!
-//! The trace (`../shared/data/mooncake/conversation_trace.jsonl` beside the repository, or the
-//! file `CACHET_MOONCAKE` names) has one request a line:
+//! The trace (`traces/mooncake/conversation_trace.jsonl`, Apache-2.0, built into the binary so
+//! `cachet replay` works from anywhere; or the file `CACHET_MOONCAKE` names) has one request a
+//! line:
 //! `{"timestamp": ms, "input_length", "output_length", "hash_ids": [...]}`, where each hash id
 //! stands for a 512-token block that requests sharing a prefix share. A block here is 512 words
 //! of the vocabulary drawn by an [`Rng`] seeded with the id, joined by single spaces, so it is
@@ -11,8 +12,7 @@
 //! timestamp in seconds. [`Scale::Ci`] takes the first 500 requests, [`Scale::Full`] all 12,031.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
@@ -26,21 +26,23 @@ const CI_REQUESTS: usize = 500;
 /// Overrides the trace's path.
 pub const PATH_ENV: &str = "CACHET_MOONCAKE";
 
+/// The trace as shipped (3 MB).
+const TRACE: &str = include_str!("../../../traces/mooncake/conversation_trace.jsonl");
+
 pub fn generate(scale: Scale) -> Result<Vec<Workload>, String> {
-    let trace = read_trace(&trace_path(std::env::var_os(PATH_ENV)))?;
+    let owned;
+    let trace = match std::env::var_os(PATH_ENV) {
+        Some(path) => {
+            owned = read_trace(Path::new(&path))?;
+            owned.as_str()
+        }
+        None => TRACE,
+    };
     let limit = match scale {
         Scale::Ci => CI_REQUESTS,
         Scale::Full => usize::MAX,
     };
-    Ok(vec![from_trace(&trace, limit)?])
-}
-
-fn trace_path(overridden: Option<OsString>) -> PathBuf {
-    match overridden {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data/mooncake/conversation_trace.jsonl"),
-    }
+    Ok(vec![from_trace(trace, limit)?])
 }
 
 fn read_trace(path: &Path) -> Result<String, String> {
@@ -238,18 +240,18 @@ mod tests {
     }
 
     #[test]
-    fn path_defaults_beside_the_repository_and_env_overrides() {
-        let default = trace_path(None);
-        assert!(default.ends_with("../shared/data/mooncake/conversation_trace.jsonl"));
-        assert_eq!(
-            trace_path(Some("/tmp/trace.jsonl".into())),
-            PathBuf::from("/tmp/trace.jsonl")
+    fn the_built_in_trace_is_the_shipped_file() {
+        assert_eq!(TRACE.lines().count(), 12_031);
+        let shipped = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/traces/mooncake/conversation_trace.jsonl"
         );
+        assert_eq!(std::fs::read_to_string(shipped).unwrap(), TRACE);
     }
 
     #[test]
     fn ci_scale_word_counts_match_input_lengths() {
-        let trace = std::fs::read_to_string(trace_path(None)).unwrap();
+        let trace = TRACE;
         let workload = &crate::replay::workload::tests::generated(NAME)[0];
         assert_eq!(workload.requests.len(), CI_REQUESTS);
         for (request, line) in workload.requests.iter().zip(trace.lines()) {
