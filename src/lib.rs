@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod pricing;
 pub mod replay;
+pub mod rewrite;
 pub mod server;
 pub mod sim;
 pub mod state;
