@@ -28,6 +28,8 @@ use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-cachet-request-id";
 pub const REWRITES_HEADER: &str = "x-cachet-rewrites";
+/// `x-cachet-rewrite: off` asks for the body as sent (bar the usage request).
+pub const REWRITE_HEADER: &str = "x-cachet-rewrite";
 pub const TEAM_HEADER: &str = "x-cachet-team";
 
 /// The request's id (a UUIDv7: sortable by time), also sent back in `x-cachet-request-id`.

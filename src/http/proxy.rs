@@ -18,11 +18,12 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, header};
 use http_body_util::BodyExt;
 
-use super::{REWRITES_HEADER, RequestId, TEAM_HEADER};
-use crate::config::Upstream;
+use super::{REWRITE_HEADER, REWRITES_HEADER, RequestId, TEAM_HEADER};
+use crate::config::{RewriteConfig, Upstream};
 use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
 use crate::error::ProxyError;
+use crate::rewrite;
 use crate::state::AppState;
 use crate::telemetry::Exchange;
 use crate::upstream::body::{Framing, ObservedBody, Tap};
@@ -146,9 +147,16 @@ async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let json_route = endpoint.filter(|e| e.has_json_body(&parts.method) && !encoded);
+    let rewrite_off = parts
+        .headers
+        .get(REWRITE_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"off"));
     let mut headers = request_headers(parts.headers, json_route.is_none());
     let (body, info, strip_usage_chunk) = match json_route {
-        Some(route) => json_body(app, route, body, declared_length).await?,
+        Some(route) => {
+            let rewrite = (!rewrite_off).then_some(&app.config().rewrite);
+            json_body(app, ex, route, body, declared_length, rewrite).await?
+        }
         None => {
             let info = endpoint.map(|e| dialect::request_info(e, None));
             let body = if http_body::Body::size_hint(&body).exact() == Some(0) {
@@ -161,9 +169,6 @@ async fn send(
     };
     if endpoint.is_some() {
         ask_identity_encoding(&mut headers);
-    }
-    if strip_usage_chunk {
-        ex.rewrites.push("include_usage");
     }
     let RequestInfo { model, stream } = info;
     ex.model = model;
@@ -186,22 +191,38 @@ async fn send(
 }
 
 /// A modelled route's JSON body: read within the limit, checked, and edited where a rewrite
-/// applies. Returns the bytes to send, what the body says, and whether usage was requested.
+/// applies (`rewrite`: `None` when the client opted out). Returns the bytes to send, what the
+/// body says, and whether usage was requested; the rewrites made are noted on `ex`.
 async fn json_body(
     app: &AppState,
+    ex: &mut Exchange,
     route: &Endpoint,
     body: Body,
     declared_length: Option<u64>,
+    rewrite: Option<&RewriteConfig>,
 ) -> Result<(OutgoingBody, RequestInfo, bool), ProxyError> {
     let limit = app.config().limits.max_body_bytes;
     let body = read_limited(body, declared_length, limit).await?;
     let mut env = Envelope::parse(body, dialect::HEAD_FIELDS)
         .map_err(|e| ProxyError::BadJson(e.to_string()))?;
     let info = dialect::request_info(route, Some(&env));
+    // The usage request is spliced into the original bytes first: it has its own switch and
+    // survives `x-cachet-rewrite: off`.
     let strip = *route == Endpoint::Chat
         && info.stream
         && app.config().usage.inject_include_usage
         && openai::request_stream_usage(&mut env);
+    if let Some(config) = rewrite.filter(|c| c.question_last || c.stable_tools) {
+        let mut applied = Vec::new();
+        env.edit(|tree| {
+            applied = rewrite::rewrite(route, tree, config);
+            !applied.is_empty()
+        });
+        ex.rewrites.extend(applied.iter().map(|r| r.as_str()));
+    }
+    if strip {
+        ex.rewrites.push("include_usage");
+    }
     let bytes = env
         .into_bytes()
         .map_err(|e| ProxyError::Internal(e.to_string()))?;

@@ -13,6 +13,7 @@ mod lifecycle;
 mod metrics;
 mod passthrough;
 mod replay;
+mod rewrite;
 mod robustness;
 mod simulator;
 mod streaming;

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 
-const TRANSPARENT: &str = "[usage]\ninject_include_usage = false\n";
+const TRANSPARENT: &str = "[usage]\ninject_include_usage = false\n[rewrite]\nquestion_last = false\nstable_tools = false\n";
 
 struct Case {
     path: &'static str,

@@ -34,11 +34,20 @@ async fn every_workload_replays_and_no_route_beats_the_oracle() {
                 .map(|r| cachet::sim::render_request(&r.upstream, &r.path, &r.body).tokens())
                 .sum();
             assert_eq!(direct.tokens.input_total(), rendered, "{label}");
-            // With no strategies yet, the proxy forwards requests unchanged: the same bill.
             let cachet = route(&report, Route::Cachet);
-            if workload.provider != Provider::Vllm {
+            if workload.context_first.is_none() && workload.provider != Provider::Vllm {
+                // Nothing to move and no placement strategies yet: the same bill as direct.
                 assert_eq!(cachet.tokens, direct.tokens, "{label}");
                 assert_eq!(cachet.cost_nusd, direct.cost_nusd, "{label}");
+            }
+            if workload.context_first.is_some()
+                && matches!(workload.provider, Provider::OpenAi | Provider::DeepSeek)
+            {
+                // Question after context alone makes the documents a reusable prefix for the
+                // automatic caches: the saving direct misses.
+                assert_eq!(direct.tokens.cache_read, 0, "{label}");
+                assert!(cachet.tokens.cache_read > 0, "{label}");
+                assert!(report.efficiency(cachet).unwrap() > 0.5, "{label}");
             }
             match workload.provider {
                 Provider::Vllm => {

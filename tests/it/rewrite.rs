@@ -1,0 +1,152 @@
+//! The request rewrites through the proxy: question after context, stable tools, the
+//! `x-cachet-rewrite: off` opt-out and the `x-cachet-rewrites` vocabulary.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn document() -> String {
+    "The quarterly report covers revenue, costs and outlook in detail. ".repeat(80)
+}
+
+async fn post(
+    proxy: &TestProxy,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(proxy.url(path))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(body.to_owned()).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_leading_question_moves_after_its_document() {
+    let mock = MockUpstream::start(|_| Reply::json(200, fixture!("anthropic_messages.json"))).await;
+    let proxy = TestProxy::in_front_of(&mock, "").await;
+    let doc = document();
+    let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 64, "x_unknown": {"b": 1, "a": 2},
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What changed this quarter?"},
+            {"type": "text", "text": doc}]}]});
+    let r = post(&proxy, "/anthropic/v1/messages", &[], &body.to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cachet-rewrites"], "question_last");
+    let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
+    let content = &sent["messages"][0]["content"];
+    assert_eq!(content[0]["text"], doc);
+    assert_eq!(content[1]["text"], "What changed this quarter?");
+    // Everything else as sent, key order included.
+    let keys: Vec<&String> = sent.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["model", "max_tokens", "x_unknown", "messages"]);
+    assert_eq!(sent["x_unknown"], json!({"b": 1, "a": 2}));
+}
+
+#[tokio::test]
+async fn off_sends_the_clients_bytes_but_still_asks_for_stream_usage() {
+    let mock = MockUpstream::start(|r| {
+        if r.path_and_query.contains("chat") {
+            Reply::sse(fixture!("openai_chat.sse"), 64)
+        } else {
+            Reply::json(200, fixture!("anthropic_messages.json"))
+        }
+    })
+    .await;
+    let proxy = TestProxy::in_front_of(&mock, "").await;
+    let doc = document();
+    let raw = format!(
+        "{{ \"model\": \"claude-sonnet-4-6\", \"max_tokens\": 64, \"messages\": [{{\"role\": \"user\", \"content\": [{{\"type\": \"text\", \"text\": \"Why?\"}}, {{\"type\": \"text\", \"text\": \"{doc}\"}}]}}] }}"
+    );
+    let r = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-cachet-rewrite", "off")],
+        &raw,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-cachet-rewrites").is_none());
+    assert_eq!(mock.last().body, raw.as_bytes(), "byte for byte");
+    assert!(
+        mock.last().headers.get("x-cachet-rewrite").is_none(),
+        "x-cachet-* stripped"
+    );
+
+    let chat = json!({"model": "gpt-4.1", "stream": true,
+        "messages": [{"role": "user", "content": format!("Why?\n\n{doc}")}]});
+    let r = post(
+        &proxy,
+        "/openai/v1/chat/completions",
+        &[("x-cachet-rewrite", "OFF")],
+        &chat.to_string(),
+    )
+    .await;
+    assert_eq!(r.headers()["x-cachet-rewrites"], "include_usage");
+    r.bytes().await.unwrap();
+    let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
+    assert_eq!(
+        sent["messages"][0]["content"],
+        format!("Why?\n\n{doc}"),
+        "not moved"
+    );
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn a_gemini_turn_splits_and_the_vocabulary_lists_every_rewrite() {
+    let mock = MockUpstream::start(|_| Reply::json(200, fixture!("gemini_generate.json"))).await;
+    let proxy = TestProxy::in_front_of(&mock, "[rewrite]\nstable_tools = true\n").await;
+    let doc = document();
+    let body = json!({
+        "tools": [{"functionDeclarations": [{"name": "zeta"}, {"name": "alpha"}]}],
+        "contents": [{"role": "user", "parts": [{"text": format!("What changed?\n\n{doc}")}]}],
+    });
+    let r = post(
+        &proxy,
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        &[],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-cachet-rewrites"],
+        "question_last,gemini_split_turn,stable_tools"
+    );
+    let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
+    assert_eq!(
+        sent["contents"][0]["parts"][0]["text"],
+        format!("{doc}\n\n")
+    );
+    assert_eq!(sent["contents"][1]["parts"][0]["text"], "What changed?");
+    assert_eq!(sent["tools"][0]["functionDeclarations"][0]["name"], "alpha");
+}
+
+#[tokio::test]
+async fn ground_question_prefixes_the_moved_question() {
+    let mock = MockUpstream::start(|_| Reply::json(200, fixture!("openai_chat.json"))).await;
+    let proxy = TestProxy::in_front_of(&mock, "[rewrite]\nground_question = true\n").await;
+    let doc = document();
+    let body = json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What changed?"}, {"type": "text", "text": doc}]}]});
+    let r = post(
+        &proxy,
+        "/openai/v1/chat/completions",
+        &[],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        r.headers()["x-cachet-rewrites"],
+        "question_last,ground_question"
+    );
+    let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
+    assert_eq!(
+        sent["messages"][0]["content"][1]["text"],
+        "Based on the information above, answer: What changed?"
+    );
+}
