@@ -1,5 +1,7 @@
 //! Anthropic Messages.
 
+pub mod prompt;
+
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 

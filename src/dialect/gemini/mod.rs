@@ -1,5 +1,7 @@
 //! Google Gemini (`generativelanguage.googleapis.com`), under `/v1beta/` and `/v1/`.
 
+pub mod prompt;
+
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -1,6 +1,8 @@
 //! OpenAI: Chat Completions and Responses (also the chat shape of DeepSeek and
 //! OpenAI-compatible servers, see `deepseek.rs`).
 
+pub mod prompt;
+
 use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
