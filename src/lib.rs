@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! http (ingress: mount → upstream, route → dialect)
-//!   → dialect (the only code that knows a provider's JSON: model, stream, usage, errors)
+//!   → dialect (the only code that knows a provider's JSON: model, stream, usage, errors,
+//!     and the canonical `prompt` of a body)
+//!   → prefix (blake3 key chain over the prompt, salted by the `tenant`)
 //!   → envelope (original bytes + editable JSON; untouched requests go out as their bytes)
 //!   → upstream (one pooled client; ObservedBody taps usage from JSON and streams)
 //!   → telemetry (one log line, Prometheus metrics) and pricing (nano-USD)
@@ -19,13 +21,16 @@ pub mod dialect;
 pub mod envelope;
 pub mod error;
 pub mod http;
+pub mod prefix;
 pub mod pricing;
+pub mod prompt;
 pub mod replay;
 pub mod rewrite;
 pub mod server;
 pub mod sim;
 pub mod state;
 pub mod telemetry;
+pub mod tenant;
 pub mod upstream;
 pub mod usage;
 pub mod workers;

@@ -1,5 +1,6 @@
 //! Anthropic Messages.
 
+pub mod prompt;
 pub mod rewrite;
 
 use http::{Method, StatusCode};

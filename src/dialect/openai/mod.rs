@@ -1,6 +1,7 @@
 //! OpenAI: Chat Completions and Responses (also the chat shape of DeepSeek and
 //! OpenAI-compatible servers, see `deepseek.rs`).
 
+pub mod prompt;
 pub mod rewrite;
 
 use http::{Method, StatusCode};
