@@ -31,6 +31,7 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub usage: UsageConfig,
     pub rewrite: RewriteConfig,
+    pub registry: RegistryConfig,
     pub log: LogConfig,
     pub admin: Admin,
     pub pricing: PricingConfig,
@@ -86,6 +87,15 @@ pub struct LogConfig {
     /// Redacted excerpts (≤ 40 characters) in miss explanations.
     #[serde(default)]
     pub excerpts: bool,
+}
+
+/// `[registry]`: the prefix registry and the tenant secret (DESIGN.md "Registry", "Tenant").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub tenant_secret: String,
+    pub data_dir: PathBuf,
+    pub max_bytes: u64,
 }
 
 /// `[rewrite]`: the request rewrites that make prefixes reusable (DESIGN.md "Question after
@@ -375,9 +385,10 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         section("timeouts"),
         section("shutdown"),
     );
-    let (usage, rewrite, log, admin, pricing) = (
+    let (usage, rewrite, registry, log, admin, pricing) = (
         section("usage"),
         section("rewrite"),
+        section("registry"),
         section("log"),
         section("admin"),
         section("pricing"),
@@ -389,6 +400,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     let shutdown = shutdown.read::<Shutdown>(errors);
     let usage = usage.read::<UsageConfig>(errors);
     let rewrite = rewrite.read::<RewriteConfig>(errors);
+    let registry = registry.read::<RegistryConfig>(errors);
     let log = log.read::<LogConfig>(errors);
     let admin = admin.read::<Admin>(errors);
     let pricing = pricing.read::<PricingConfig>(errors);
@@ -404,6 +416,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         shutdown: shutdown?,
         usage: usage?,
         rewrite: rewrite?,
+        registry: registry?,
         log: log?,
         admin: admin?,
         pricing: pricing?,

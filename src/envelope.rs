@@ -52,16 +52,23 @@ impl Envelope {
 
     /// Applies one named edit; `edit` returns whether it changed anything.
     pub fn edit(&mut self, edit: impl FnOnce(&mut Value) -> bool) -> bool {
-        if self.tree.is_none() {
-            // Cannot fail: `parse` has read these bytes as JSON already.
-            match serde_json::from_slice(&self.original) {
-                Ok(tree) => self.tree = Some(tree),
-                Err(_) => return false,
-            }
-        }
+        self.build_tree();
         let changed = self.tree.as_mut().is_some_and(edit);
         self.dirty |= changed;
         changed
+    }
+
+    /// The whole body as a tree, built on first use (the prefix engine reads every request).
+    pub fn tree(&mut self) -> Option<&Value> {
+        self.build_tree();
+        self.tree.as_ref()
+    }
+
+    fn build_tree(&mut self) {
+        if self.tree.is_none() {
+            // Cannot fail: `parse` has read these bytes as JSON already.
+            self.tree = serde_json::from_slice(&self.original).ok();
+        }
     }
 
     /// Adds a top-level field that the body does not have, by splicing it in before the

@@ -5,9 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::clock::Clock;
 use crate::config::{Config, Upstream};
 use crate::pricing::PriceTable;
+use crate::registry::MemoryRegistry;
 use crate::telemetry::{self, Telemetry};
+use crate::tenant::TenantSecret;
 use crate::upstream::UpstreamClient;
 
 #[derive(Clone)]
@@ -21,6 +24,8 @@ struct Inner {
     telemetry: Telemetry,
     metrics: PrometheusHandle,
     draining: AtomicBool,
+    tenant_secret: TenantSecret,
+    registry: MemoryRegistry,
 }
 
 impl AppState {
@@ -34,6 +39,12 @@ impl AppState {
         .map_err(|errors| errors.join("\n"))?;
         let upstream =
             UpstreamClient::new(&config.timeouts).map_err(|e| format!("HTTP client: {e}"))?;
+        let tenant_secret = TenantSecret::load_or_create(
+            Some(config.registry.tenant_secret.as_str()),
+            &config.registry.data_dir,
+        )
+        .map_err(|e| format!("registry.tenant_secret: {e}"))?;
+        let registry = MemoryRegistry::new(Arc::new(Clock::system()), config.registry.max_bytes);
         let mut by_mount: Vec<usize> = (0..config.upstreams.len()).collect();
         by_mount.sort_by_key(|&i| std::cmp::Reverse(config.upstreams[i].mount.len()));
         Ok(Self(Arc::new(Inner {
@@ -43,7 +54,17 @@ impl AppState {
             telemetry: Telemetry::new(prices),
             metrics: telemetry::metrics_handle(),
             draining: AtomicBool::new(false),
+            tenant_secret,
+            registry,
         })))
+    }
+
+    pub fn tenant_secret(&self) -> &TenantSecret {
+        &self.0.tenant_secret
+    }
+
+    pub fn registry(&self) -> &MemoryRegistry {
+        &self.0.registry
     }
 
     pub fn config(&self) -> &Config {

@@ -13,7 +13,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::plan::CachePlan;
 use crate::pricing::{Cost, PriceTable};
+use crate::registry::Outcome as CacheOutcome;
 use crate::upstream::body::{Observed, Outcome};
 use crate::usage::Usage;
 
@@ -138,6 +140,10 @@ pub struct Exchange {
     pub sent: Option<Instant>,
     /// Proxy time between the upstream's response head and handing the response on.
     pub post_head: Duration,
+    /// The request's cache plan (modelled routes with a prompt).
+    pub plan: Option<CachePlan>,
+    /// What the registry predicted and the provider reported.
+    pub cache_outcome: Option<CacheOutcome>,
 }
 
 impl Exchange {
@@ -155,6 +161,8 @@ impl Exchange {
             pre_send: Duration::ZERO,
             sent: None,
             post_head: Duration::ZERO,
+            plan: None,
+            cache_outcome: None,
         }
     }
 }
@@ -342,6 +350,9 @@ impl Telemetry {
             ttfb_ms = first_byte.map(|f| ms(f.duration_since(ex.received))),
             overhead_ms = ms(overhead),
             rewrites = %ex.rewrites.join(","),
+            prefix = ex.plan.as_ref().and_then(CachePlan::reusable_key).map(|k| k.short()),
+            predicted_cached = ex.cache_outcome.map(|o| o.predicted),
+            beliefs_dropped = ex.cache_outcome.map(|o| o.dropped),
             "request"
         );
     }

@@ -28,6 +28,8 @@ use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-cachet-request-id";
 pub const REWRITES_HEADER: &str = "x-cachet-rewrites";
+/// The key of the request's reusable prefix (hex), on modelled routes that have one.
+pub const PREFIX_HEADER: &str = "x-cachet-prefix";
 /// `x-cachet-rewrite: off` asks for the body as sent (bar the usage request).
 pub const REWRITE_HEADER: &str = "x-cachet-rewrite";
 pub const TEAM_HEADER: &str = "x-cachet-team";

@@ -18,17 +18,19 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, header};
 use http_body_util::BodyExt;
 
-use super::{REWRITE_HEADER, REWRITES_HEADER, RequestId, TEAM_HEADER};
-use crate::config::{RewriteConfig, Upstream};
+use super::{PREFIX_HEADER, REWRITE_HEADER, REWRITES_HEADER, RequestId, TEAM_HEADER};
+use crate::config::{ProviderKind, RewriteConfig, Upstream};
 use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
 use crate::error::ProxyError;
-use crate::rewrite;
+use crate::plan::CachePlan;
 use crate::state::AppState;
 use crate::telemetry::Exchange;
-use crate::upstream::body::{Framing, ObservedBody, Tap};
+use crate::tenant::{Credential, Tenant};
+use crate::upstream::body::{Framing, ObservedBody, Outcome, Tap};
 use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
 use crate::upstream::{Outgoing, OutgoingBody};
+use crate::{prefix, prompt, rewrite};
 
 pub async fn handle(
     State(app): State<AppState>,
@@ -151,11 +153,21 @@ async fn send(
         .headers
         .get(REWRITE_HEADER)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"off"));
+    let tenant = Tenant::of(
+        app.tenant_secret(),
+        &upstream.name,
+        &Credential::from_request(&parts.headers, parts.uri.query()),
+    );
     let mut headers = request_headers(parts.headers, json_route.is_none());
     let (body, info, strip_usage_chunk) = match json_route {
         Some(route) => {
             let rewrite = (!rewrite_off).then_some(&app.config().rewrite);
-            json_body(app, ex, route, body, declared_length, rewrite).await?
+            let target = Target {
+                route,
+                provider: upstream.provider,
+                tenant,
+            };
+            json_body(app, ex, target, body, declared_length, rewrite).await?
         }
         None => {
             let info = endpoint.map(|e| dialect::request_info(e, None));
@@ -190,17 +202,25 @@ async fn send(
     })
 }
 
+/// Where a modelled request goes: its route, the upstream's provider and the caller's tenant.
+struct Target<'a> {
+    route: &'a Endpoint,
+    provider: ProviderKind,
+    tenant: Tenant,
+}
+
 /// A modelled route's JSON body: read within the limit, checked, and edited where a rewrite
 /// applies (`rewrite`: `None` when the client opted out). Returns the bytes to send, what the
 /// body says, and whether usage was requested; the rewrites made are noted on `ex`.
 async fn json_body(
     app: &AppState,
     ex: &mut Exchange,
-    route: &Endpoint,
+    target: Target<'_>,
     body: Body,
     declared_length: Option<u64>,
     rewrite: Option<&RewriteConfig>,
 ) -> Result<(OutgoingBody, RequestInfo, bool), ProxyError> {
+    let route = target.route;
     let limit = app.config().limits.max_body_bytes;
     let body = read_limited(body, declared_length, limit).await?;
     let mut env = Envelope::parse(body, dialect::HEAD_FIELDS)
@@ -223,6 +243,18 @@ async fn json_body(
     if strip {
         ex.rewrites.push("include_usage");
     }
+    let question_max = app.config().rewrite.question_max_tokens;
+    ex.plan = env.tree().and_then(|tree| {
+        let prompt = prompt::prompt(route, tree)?;
+        let boundaries = prefix::keys(&prompt, &target.tenant);
+        Some(CachePlan::new(
+            target.tenant,
+            target.provider,
+            &prompt,
+            &boundaries,
+            question_max,
+        ))
+    });
     let bytes = env
         .into_bytes()
         .map_err(|e| ProxyError::Internal(e.to_string()))?;
@@ -255,6 +287,11 @@ fn respond(
     {
         client_headers.insert(REWRITES_HEADER, v);
     }
+    if let Some(key) = ex.plan.as_ref().and_then(CachePlan::reusable_key)
+        && let Ok(v) = HeaderValue::from_str(&key.to_string())
+    {
+        client_headers.insert(PREFIX_HEADER, v);
+    }
     let content_type = client_headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -263,7 +300,13 @@ fn respond(
     ex.post_head = head_at.elapsed();
     let idle = app.config().timeouts.idle;
     let app = app.clone();
+    let success = status.is_success();
     let body = ObservedBody::new(response, tap, idle, move |observed| {
+        // The registry learns only from what the provider reported on a complete answer.
+        let complete = success && !observed.tap_lost && observed.outcome == Outcome::Complete;
+        if let (true, Some(plan), Some(usage)) = (complete, &ex.plan, observed.usage) {
+            ex.cache_outcome = Some(plan.observe(app.registry(), &usage));
+        }
         app.telemetry().record_observed(&ex, &observed);
     });
     let mut out = Response::new(Body::new(body));

@@ -150,3 +150,54 @@ async fn ground_question_prefixes_the_moved_question() {
         "Based on the information above, answer: What changed?"
     );
 }
+
+#[tokio::test]
+async fn the_reusable_prefix_key_is_shared_by_questions_on_one_document_of_one_tenant() {
+    let mock = MockUpstream::start(|_| Reply::json(200, fixture!("anthropic_messages.json"))).await;
+    let proxy = TestProxy::in_front_of(&mock, "").await;
+    let doc = document();
+    let ask = |q: &str| {
+        json!({"model": "claude-sonnet-4-6", "max_tokens": 64, "system": "Answer from the report.",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": q}, {"type": "text", "text": doc}]}]})
+        .to_string()
+    };
+    let prefix =
+        |r: &reqwest::Response| r.headers()["x-cachet-prefix"].to_str().unwrap().to_owned();
+    let a = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-api-key", "sk-one")],
+        &ask("What changed?"),
+    )
+    .await;
+    let b = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-api-key", "sk-one")],
+        &ask("Who wrote it?"),
+    )
+    .await;
+    let c = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-api-key", "sk-two")],
+        &ask("What changed?"),
+    )
+    .await;
+    assert_eq!(prefix(&a).len(), 64);
+    assert!(prefix(&a).bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        prefix(&a),
+        prefix(&b),
+        "the document is the shared prefix, wherever the question was"
+    );
+    assert_ne!(
+        prefix(&a),
+        prefix(&c),
+        "another credential is another tenant"
+    );
+    // A lone short question has nothing reusable.
+    let lone = json!({"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi?"}]});
+    let r = post(&proxy, "/anthropic/v1/messages", &[], &lone.to_string()).await;
+    assert!(r.headers().get("x-cachet-prefix").is_none());
+}

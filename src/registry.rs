@@ -1,0 +1,191 @@
+//! The prefix registry: what cachet has seen and believes is cached, per tenant (DESIGN.md
+//! "Registry", "Definitions" → Tenant).
+//!
+//! For each tenant, prefix key → the prefix's estimated tokens, when it was first and last seen,
+//! how often it was reused, and the belief that the provider holds it cached until some time.
+//! Beliefs come only from what providers report: after a response, the prefixes its reported
+//! cache read and write cover are believed cached for the provider's retention; a prefix the
+//! registry believed cached but the provider did not read is dropped (the provider contradicted
+//! it). Time comes from the [`Clock`].
+//!
+//! The in-process store is a moka cache weighed by entry size with a memory bound; the
+//! [`Registry`] trait is what a shared (Redis) backend will implement.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use moka::sync::Cache;
+
+use crate::clock::Clock;
+use crate::prefix::PrefixKey;
+use crate::tenant::Tenant;
+
+/// One prefix of one request, as the registry needs it: its key and cumulative token estimate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub key: PrefixKey,
+    pub tokens: u64,
+}
+
+/// What the registry knows of a prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known {
+    pub tokens: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    /// Requests after the first that carried this prefix.
+    pub reuses: u64,
+    /// Believed cached by the provider until then (`None`: no belief).
+    pub cached_until: Option<SystemTime>,
+}
+
+impl Known {
+    pub fn believed_cached(&self, now: SystemTime) -> bool {
+        self.cached_until.is_some_and(|until| now < until)
+    }
+}
+
+/// A response's report on a request's prefixes, in the provider's tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct Report {
+    /// All input tokens the provider counted (uncached, read and written).
+    pub input_total: u64,
+    /// Tokens the provider said it read from its cache.
+    pub cache_read: u64,
+    /// Tokens it said it wrote (Anthropic) — or, for automatic caches, `None`: the whole prompt
+    /// is cached after the request.
+    pub cache_write: Option<u64>,
+    /// How long the provider keeps what it cached (its TTL or retention).
+    pub retention: Duration,
+}
+
+/// What a request's prefixes were predicted to hit, and what the provider then reported, both
+/// in the provider's tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Tokens of the longest prefix believed cached before the request.
+    pub predicted: u64,
+    pub actual: u64,
+    /// Beliefs the report contradicted and the registry dropped.
+    pub dropped: usize,
+}
+
+pub trait Registry: Send + Sync {
+    /// The longest of `marks` (ordered, shortest first) that this tenant has sent before, and
+    /// what is known of it.
+    fn longest_known(&self, tenant: &Tenant, marks: &[Mark]) -> Option<(usize, Known)>;
+
+    /// Records a request's prefixes and the provider's report on them.
+    fn observe(&self, tenant: &Tenant, marks: &[Mark], report: Report) -> Outcome;
+}
+
+/// The in-process registry.
+pub struct MemoryRegistry {
+    clock: Arc<Clock>,
+    entries: Cache<(Tenant, PrefixKey), Known>,
+}
+
+/// Bytes one entry costs in the cache (key, value and moka's own bookkeeping, roughly).
+const ENTRY_BYTES: u32 = 160;
+
+impl MemoryRegistry {
+    /// A registry holding at most about `max_bytes` of entries; the least useful are evicted.
+    pub fn new(clock: Arc<Clock>, max_bytes: u64) -> Self {
+        MemoryRegistry {
+            clock,
+            entries: Cache::builder()
+                .weigher(|_, _| ENTRY_BYTES)
+                .max_capacity(max_bytes)
+                .build(),
+        }
+    }
+
+    pub fn get(&self, tenant: &Tenant, key: &PrefixKey) -> Option<Known> {
+        self.entries.get(&(*tenant, *key))
+    }
+}
+
+impl Registry for MemoryRegistry {
+    fn longest_known(&self, tenant: &Tenant, marks: &[Mark]) -> Option<(usize, Known)> {
+        marks
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, mark)| self.get(tenant, &mark.key).map(|known| (i, known)))
+    }
+
+    fn observe(&self, tenant: &Tenant, marks: &[Mark], report: Report) -> Outcome {
+        let now = self.clock.now();
+        // Marks carry cachet's estimates (bytes / 4); the report counts the provider's tokens.
+        // The request's own totals convert one into the other, so nothing depends on exact
+        // counts.
+        let estimated = marks.last().map_or(0, |m| m.tokens);
+        let to_estimate = |real: u64| -> u64 {
+            if report.input_total == 0 {
+                return 0;
+            }
+            let scaled = u128::from(real) * u128::from(estimated) / u128::from(report.input_total);
+            u64::try_from(scaled).unwrap_or(u64::MAX)
+        };
+        let to_real = |est: u64| -> u64 {
+            if estimated == 0 {
+                return 0;
+            }
+            let scaled = u128::from(est) * u128::from(report.input_total) / u128::from(estimated);
+            u64::try_from(scaled).unwrap_or(u64::MAX)
+        };
+        let read = to_estimate(report.cache_read);
+        let predicted = marks
+            .iter()
+            .rev()
+            .find_map(|m| {
+                self.get(tenant, &m.key)
+                    .filter(|k| k.believed_cached(now))
+                    .map(|_| m.tokens)
+            })
+            .unwrap_or(0);
+        // What the provider holds after this request: what it read plus what it wrote, or the
+        // whole prompt for caches that keep everything they see.
+        let held = match report.cache_write {
+            Some(write) => to_estimate(report.cache_read + write),
+            None => estimated,
+        };
+        let until = now + report.retention;
+        let mut dropped = 0;
+        for mark in marks {
+            let key = (*tenant, mark.key);
+            let mut known = self.entries.get(&key).map_or(
+                Known {
+                    tokens: mark.tokens,
+                    first_seen: now,
+                    last_seen: now,
+                    reuses: 0,
+                    cached_until: None,
+                },
+                |k| Known {
+                    last_seen: now,
+                    reuses: k.reuses + 1,
+                    ..k
+                },
+            );
+            if known.believed_cached(now) && mark.tokens <= predicted && mark.tokens > read {
+                // Believed cached, yet the provider did not read it: the belief was wrong.
+                known.cached_until = None;
+                dropped += 1;
+            }
+            if held > 0 && mark.tokens <= held {
+                // Read or written by this request: cached from now on, whatever was believed.
+                known.cached_until = Some(until);
+            }
+            self.entries.insert(key, known);
+        }
+        Outcome {
+            predicted: to_real(predicted),
+            actual: report.cache_read,
+            dropped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
