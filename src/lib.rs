@@ -20,6 +20,7 @@ pub mod demo;
 pub mod dialect;
 pub mod envelope;
 pub mod error;
+pub mod explain;
 pub mod http;
 pub mod plan;
 pub mod prefix;

@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::Clock;
 use crate::config::{Config, Upstream};
+use crate::explain::History;
 use crate::pricing::PriceTable;
 use crate::registry::MemoryRegistry;
 use crate::telemetry::{self, Telemetry};
@@ -26,6 +27,7 @@ struct Inner {
     draining: AtomicBool,
     tenant_secret: TenantSecret,
     registry: MemoryRegistry,
+    history: History,
 }
 
 impl AppState {
@@ -45,6 +47,9 @@ impl AppState {
         )
         .map_err(|e| format!("registry.tenant_secret: {e}"))?;
         let registry = MemoryRegistry::new(Arc::new(Clock::system()), config.registry.max_bytes);
+        // The miss explainer's fingerprints share the registry's memory bound.
+        let history =
+            History::new(usize::try_from(config.registry.max_bytes).unwrap_or(usize::MAX));
         let mut by_mount: Vec<usize> = (0..config.upstreams.len()).collect();
         by_mount.sort_by_key(|&i| std::cmp::Reverse(config.upstreams[i].mount.len()));
         Ok(Self(Arc::new(Inner {
@@ -56,6 +61,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             tenant_secret,
             registry,
+            history,
         })))
     }
 
@@ -65,6 +71,10 @@ impl AppState {
 
     pub fn registry(&self) -> &MemoryRegistry {
         &self.0.registry
+    }
+
+    pub fn history(&self) -> &History {
+        &self.0.history
     }
 
     pub fn config(&self) -> &Config {

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::explain::{Explanation, Fingerprint};
 use crate::plan::CachePlan;
 use crate::pricing::{Cost, PriceTable};
 use crate::registry::Outcome as CacheOutcome;
@@ -144,6 +145,12 @@ pub struct Exchange {
     pub plan: Option<CachePlan>,
     /// What the registry predicted and the provider reported.
     pub cache_outcome: Option<CacheOutcome>,
+    /// What is kept of the prompt for the miss explainer (taken when the answer ends).
+    pub fingerprint: Option<std::sync::Arc<Fingerprint>>,
+    /// Why the request read less than its tenant's history allowed.
+    pub miss: Option<Explanation>,
+    /// The body as sent upstream, kept only when `log.excerpts` is on.
+    pub excerpt_source: Option<bytes::Bytes>,
 }
 
 impl Exchange {
@@ -163,6 +170,9 @@ impl Exchange {
             post_head: Duration::ZERO,
             plan: None,
             cache_outcome: None,
+            fingerprint: None,
+            miss: None,
+            excerpt_source: None,
         }
     }
 }
@@ -181,14 +191,35 @@ pub struct Totals {
 pub struct Telemetry {
     prices: PriceTable,
     totals: Mutex<BTreeMap<(&'static str, &'static str), Totals>>,
+    /// The latest miss explanations with their upstream, newest last (for `demo` and tests;
+    /// the ledger keeps them all).
+    misses: Mutex<std::collections::VecDeque<(String, Explanation)>>,
 }
+
+/// Miss explanations kept in memory.
+const RECENT_MISSES: usize = 256;
 
 impl Telemetry {
     pub fn new(prices: PriceTable) -> Self {
         Self {
             prices,
             totals: Mutex::new(BTreeMap::new()),
+            misses: Mutex::default(),
         }
+    }
+
+    /// The model's minimum cacheable prompt from the price table, in provider tokens.
+    pub fn min_cacheable_tokens(&self, model: &str) -> Option<u64> {
+        self.prices.price_now(model)?.min_cacheable_tokens
+    }
+
+    pub fn recent_misses(&self) -> Vec<(String, Explanation)> {
+        self.misses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn totals(&self) -> BTreeMap<(String, String), Totals> {
@@ -256,6 +287,16 @@ impl Telemetry {
 
     /// Records a request whose upstream body has ended (or was abandoned).
     pub fn record_observed(&self, ex: &Exchange, observed: &Observed) {
+        if let Some(miss) = &ex.miss {
+            let mut misses = self
+                .misses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if misses.len() == RECENT_MISSES {
+                misses.pop_front();
+            }
+            misses.push_back((ex.upstream.clone().unwrap_or_default(), miss.clone()));
+        }
         let overhead = ex.pre_send + ex.post_head + observed.relay_overhead;
         self.record(ex, observed, overhead, None);
         if let (Some(upstream), Some(sent), Some(first)) =
@@ -353,6 +394,11 @@ impl Telemetry {
             prefix = ex.plan.as_ref().and_then(CachePlan::reusable_key).map(|k| k.short()),
             predicted_cached = ex.cache_outcome.map(|o| o.predicted),
             beliefs_dropped = ex.cache_outcome.map(|o| o.dropped),
+            miss_reason = ex.miss.as_ref().map(|m| m.reason.as_str()),
+            miss_segment = ex.miss.as_ref().map(|m| m.segment.as_str()),
+            miss_offset = ex.miss.as_ref().map(|m| m.offset),
+            miss_tokens = ex.miss.as_ref().map(|m| m.tokens),
+            miss_excerpt = ex.miss.as_ref().and_then(|m| m.excerpt.as_deref()),
             "request"
         );
     }

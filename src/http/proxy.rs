@@ -8,7 +8,8 @@
 //! Unmodelled paths stream their body through unread and unlimited (file uploads), with the
 //! client's bytes, query and escapes as sent.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use axum::Extension;
 use axum::body::Body;
@@ -23,13 +24,15 @@ use crate::config::{ProviderKind, RewriteConfig, Upstream};
 use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
 use crate::error::ProxyError;
-use crate::plan::CachePlan;
+use crate::explain::{self, Facts, Fingerprint};
+use crate::plan::{self, CachePlan};
 use crate::state::AppState;
 use crate::telemetry::Exchange;
 use crate::tenant::{Credential, Tenant};
 use crate::upstream::body::{Framing, ObservedBody, Outcome, Tap};
 use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
 use crate::upstream::{Outgoing, OutgoingBody};
+use crate::usage::Usage;
 use crate::{prefix, prompt, rewrite};
 
 pub async fn handle(
@@ -243,21 +246,26 @@ async fn json_body(
     if strip {
         ex.rewrites.push("include_usage");
     }
-    let question_max = app.config().rewrite.question_max_tokens;
-    ex.plan = env.tree().and_then(|tree| {
-        let prompt = prompt::prompt(route, tree)?;
+    let config = &app.config().rewrite;
+    if let Some(prompt) = env.tree().and_then(|tree| prompt::prompt(route, tree)) {
         let boundaries = prefix::keys(&prompt, &target.tenant);
-        Some(CachePlan::new(
+        let plan = CachePlan::new(
             target.tenant,
             target.provider,
             &prompt,
             &boundaries,
-            question_max,
-        ))
-    });
+            config.question_max_tokens,
+        );
+        ex.plan = Some(plan);
+        let print = Fingerprint::of(&prompt, &boundaries, SystemTime::now(), config);
+        ex.fingerprint = Some(Arc::new(print));
+    }
     let bytes = env
         .into_bytes()
         .map_err(|e| ProxyError::Internal(e.to_string()))?;
+    if app.config().log.excerpts {
+        ex.excerpt_source = Some(bytes.clone());
+    }
     Ok((OutgoingBody::Bytes(bytes), info, strip))
 }
 
@@ -296,16 +304,17 @@ fn respond(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let framing = Framing::of(endpoint.as_ref(), status.is_success(), content_type);
+    let route = endpoint.clone();
     let tap = Tap::new(upstream.provider, endpoint, framing, strip_usage_chunk);
     ex.post_head = head_at.elapsed();
     let idle = app.config().timeouts.idle;
     let app = app.clone();
     let success = status.is_success();
     let body = ObservedBody::new(response, tap, idle, move |observed| {
-        // The registry learns only from what the provider reported on a complete answer.
+        // The registry and the explainer learn only from a complete answer's usage.
         let complete = success && !observed.tap_lost && observed.outcome == Outcome::Complete;
-        if let (true, Some(plan), Some(usage)) = (complete, &ex.plan, observed.usage) {
-            ex.cache_outcome = Some(plan.observe(app.registry(), &usage));
+        if let (true, Some(usage)) = (complete, observed.usage) {
+            learn(&app, &mut ex, route.as_ref(), &usage);
         }
         app.telemetry().record_observed(&ex, &observed);
     });
@@ -313,6 +322,48 @@ fn respond(
     *out.status_mut() = status;
     *out.headers_mut() = client_headers;
     out
+}
+
+/// After a complete answer: the registry learns what the provider reported, and the explainer
+/// says why the request read less than its tenant's history allowed.
+fn learn(app: &AppState, ex: &mut Exchange, endpoint: Option<&Endpoint>, usage: &Usage) {
+    let (Some(plan), Some(fingerprint)) = (&ex.plan, ex.fingerprint.take()) else {
+        return;
+    };
+    ex.cache_outcome = Some(plan.observe(app.registry(), usage));
+    // The explainer works in cachet's estimates; the request's totals convert.
+    let estimated = plan.marks.last().map_or(0, |m| m.tokens);
+    let to_estimate = |real: u64| {
+        let total = usage.input_total().max(1);
+        u64::try_from(u128::from(real) * u128::from(estimated) / u128::from(total))
+            .unwrap_or(u64::MAX)
+    };
+    let min = ex
+        .model
+        .as_deref()
+        .and_then(|m| app.telemetry().min_cacheable_tokens(m))
+        .unwrap_or(0);
+    let facts = Facts {
+        read: to_estimate(usage.cache_read),
+        retention: plan::retention(plan.provider),
+        min_tokens: to_estimate(min),
+        now: SystemTime::now(),
+    };
+    let mut miss = app
+        .history()
+        .explain_and_record(plan.tenant, fingerprint, facts);
+    if let (Some(miss), Some(body), Some(endpoint)) = (&mut miss, &ex.excerpt_source, endpoint) {
+        miss.excerpt = excerpt_of(endpoint, body, miss.segment_index, miss.offset);
+    }
+    ex.miss = miss;
+}
+
+/// The redacted excerpt of a request's segment at `offset` (only with `log.excerpts` on).
+fn excerpt_of(endpoint: &Endpoint, body: &[u8], segment: usize, offset: usize) -> Option<String> {
+    let tree: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let prompt = prompt::prompt(endpoint, &tree)?;
+    let bytes = prompt.segments.get(segment)?.canonical();
+    Some(explain::excerpt(&bytes, offset))
 }
 
 /// Reads a JSON body within `limit` bytes: 413 as soon as the limit is known to be exceeded.

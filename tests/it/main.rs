@@ -8,6 +8,7 @@
 
 mod common;
 mod errors;
+mod explain;
 mod faults;
 mod lifecycle;
 mod metrics;
