@@ -129,26 +129,31 @@ pub struct Pieces {
 }
 
 impl Pieces {
-    /// The pieces as one string, for a dialect whose cache matches any token prefix.
+    /// The pieces as one string, for a dialect whose cache matches any token prefix. The
+    /// context's buffer has room for the question already (it was the whole text), unless a
+    /// ground sentence was added: then it grows by that much, not by doubling.
     pub fn joined(self) -> String {
         let mut out = self.context;
+        out.reserve_exact(self.question.len());
         out.push_str(&self.question);
         out
     }
 }
 
 impl Split {
-    /// `text`'s pieces; `text` is the one the split was planned on.
-    pub fn pieces(self, text: &str, config: &RewriteConfig) -> Pieces {
-        let question = text.get(..self.question_end).unwrap_or_default();
-        let blank = text
-            .get(self.question_end..self.context_start)
-            .unwrap_or_default();
-        let context = text.get(self.context_start..).unwrap_or_default();
-        Pieces {
-            context: format!("{context}{blank}"),
-            question: format!("{}{question}", grounding(config).unwrap_or_default()),
-        }
+    /// The pieces of `text`, the one the split was planned on, taken from it: the question and
+    /// the blank line are copied off its front and the context stays in its buffer (moved down,
+    /// not copied into a new one), so a document is never allocated twice. `text` is left
+    /// empty.
+    pub fn take_pieces(self, text: &mut String, config: &RewriteConfig) -> Pieces {
+        let mut context = std::mem::take(text);
+        let head = context.get(..self.context_start).unwrap_or_default();
+        let question = head.get(..self.question_end).unwrap_or_default();
+        let question = format!("{}{question}", grounding(config).unwrap_or_default());
+        let blank = head.get(self.question_end..).unwrap_or_default().to_owned();
+        context.replace_range(..head.len(), "");
+        context.push_str(&blank);
+        Pieces { context, question }
     }
 }
 
@@ -183,20 +188,21 @@ pub fn move_last<T>(
     }
 }
 
-/// Two copies of `item`, their texts replaced by the context and the question, in that order.
+/// `item` twice, its text replaced by the context and then by the question. `item`'s text is
+/// taken first ([`Split::take_pieces`] leaves it empty), so the clone copies no document.
 pub fn split_in_two<T: Clone>(
-    item: &T,
+    mut item: T,
     pieces: Pieces,
     text_of: impl Fn(&mut T) -> Option<&mut String>,
 ) -> [T; 2] {
-    let (mut first, mut second) = (item.clone(), item.clone());
+    if let Some(text) = text_of(&mut item) {
+        *text = pieces.question;
+    }
+    let mut first = item.clone();
     if let Some(text) = text_of(&mut first) {
         *text = pieces.context;
     }
-    if let Some(text) = text_of(&mut second) {
-        *text = pieces.question;
-    }
-    [first, second]
+    [first, item]
 }
 
 /// Sorts `items` by name, stably; false (nothing moved) when they are sorted already or one

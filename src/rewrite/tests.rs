@@ -312,6 +312,11 @@ fn ground_question_prefixes_the_moved_question() {
     let (got, _) = run(&Endpoint::Chat, &body, &config);
     let want = json!({"messages": [{"role": "user", "content": format!("{doc}\n\n{grounded}")}]});
     assert_eq!(got, want.to_string());
+    // A split block: the question piece is grounded, the context piece keeps the blank line.
+    let body = json!({"messages": [{"role": "user", "content": [text(&format!("{Q}\n\n{doc}"))]}]});
+    let (got, _) = run(&Endpoint::AnthropicMessages, &body, &config);
+    let want = json!({"messages": [{"role": "user", "content": [text(&format!("{doc}\n\n")), text(&grounded)]}]});
+    assert_eq!(got, want.to_string());
     let body = json!({"messages": [{"role": "user", "content": Q}]});
     assert_eq!(run(&Endpoint::Chat, &body, &config).1, []);
 }

@@ -33,7 +33,7 @@ fn edit_content(content: &mut Value, config: &RewriteConfig, applied: &mut Appli
         Value::String(text) => {
             let whole = PartView::Text { text, plain: true };
             if let Some(Plan::Split(split)) = rewrite::plan(&[whole], config) {
-                let pieces = split.pieces(text, config);
+                let pieces = split.take_pieces(text, config);
                 let blocks = vec![text_block(pieces.context), text_block(pieces.question)];
                 *content = Value::Array(blocks);
                 rewrite::note(config, applied);
@@ -54,11 +54,16 @@ fn edit_blocks(blocks: &mut Vec<Value>, config: &RewriteConfig, applied: &mut Ap
             rewrite::move_last(blocks, questions, config, text_mut);
         }
         Plan::Split(split) => {
-            let Some((block, text)) = blocks.first().and_then(|b| Some((b, text_of(b)?))) else {
+            // The plan splits only a message of one text block.
+            let Some(mut block) = std::mem::take(blocks).into_iter().next() else {
                 return;
             };
-            let pieces = split.pieces(text, config);
-            *blocks = rewrite::split_in_two(block, pieces, text_mut).to_vec();
+            let Some(text) = text_mut(&mut block) else {
+                blocks.push(block);
+                return;
+            };
+            let pieces = split.take_pieces(text, config);
+            *blocks = rewrite::split_in_two(block, pieces, text_mut).into();
         }
     }
     rewrite::note(config, applied);

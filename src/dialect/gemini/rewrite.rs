@@ -56,12 +56,12 @@ fn apply(
             out.push(content);
         }
         Plan::Split(split) => {
-            let Some(text) = first_text(&content) else {
+            let Some(text) = first_text_mut(&mut content) else {
                 out.push(content);
                 return;
             };
-            let pieces = split.pieces(text, config);
-            out.extend(rewrite::split_in_two(&content, pieces, first_text_mut));
+            let pieces = split.take_pieces(text, config);
+            out.extend(rewrite::split_in_two(content, pieces, first_text_mut));
             applied.insert(Rewrite::GeminiSplitTurn);
         }
     }
@@ -115,10 +115,6 @@ fn view(part: &Value) -> PartView<'_> {
 
 fn parts_mut(content: &mut Value) -> Option<&mut Vec<Value>> {
     content.get_mut("parts")?.as_array_mut()
-}
-
-fn first_text(content: &Value) -> Option<&str> {
-    content.get("parts")?.get(0)?.get("text")?.as_str()
 }
 
 fn first_text_mut(content: &mut Value) -> Option<&mut String> {

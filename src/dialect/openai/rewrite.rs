@@ -99,7 +99,7 @@ fn edit_content(
         Value::String(text) => {
             let whole = PartView::Text { text, plain: true };
             if let Some(Plan::Split(split)) = rewrite::plan(&[whole], config) {
-                *text = split.pieces(text, config).joined();
+                *text = split.take_pieces(text, config).joined();
                 rewrite::note(config, applied);
             }
         }
@@ -123,11 +123,16 @@ fn edit_parts(
             rewrite::move_last(parts, questions, config, text_mut);
         }
         Plan::Split(split) => {
-            let Some((part, text)) = parts.first().and_then(|p| Some((p, text_of(p)?))) else {
+            // The plan splits only a message of one text part.
+            let Some(mut part) = std::mem::take(parts).into_iter().next() else {
                 return;
             };
-            let pieces = split.pieces(text, config);
-            *parts = rewrite::split_in_two(part, pieces, text_mut).to_vec();
+            let Some(text) = text_mut(&mut part) else {
+                parts.push(part);
+                return;
+            };
+            let pieces = split.take_pieces(text, config);
+            *parts = rewrite::split_in_two(part, pieces, text_mut).into();
         }
     }
     rewrite::note(config, applied);
