@@ -122,7 +122,7 @@ impl Fingerprint {
                 tokens: b.tokens,
             })
             .collect();
-        let mut content_hashes: HashMap<[u8; 16], usize> = HashMap::new();
+        let mut content_hashes: HashMap<(u64, usize), usize> = HashMap::new();
         let mut duplicate = None;
         let mut segments = Vec::with_capacity(prompt.segments.len());
         for (i, segment) in prompt.segments.iter().enumerate() {
@@ -130,7 +130,7 @@ impl Fingerprint {
             segment.render(&mut sink);
             let print = sink.finish(segment);
             if (print.len as u64).div_ceil(4) >= context_min_tokens && duplicate.is_none() {
-                let hash = first16(sink_hash(segment).as_bytes());
+                let hash = content_hash(&print);
                 if content_hashes.insert(hash, i).is_some() {
                     duplicate = Some((i, (print.len as u64).div_ceil(4)));
                 }
@@ -163,51 +163,70 @@ fn first16(bytes: &[u8; 32]) -> [u8; 16] {
     out
 }
 
-fn sink_hash(segment: &Segment<'_>) -> blake3::Hash {
-    struct Hashing(blake3::Hasher);
-    impl Sink for Hashing {
-        fn put(&mut self, bytes: &[u8]) {
-            self.0.update(bytes);
-        }
-    }
-    let mut h = Hashing(blake3::Hasher::new());
-    segment.render(&mut h);
-    h.0.finalize()
+/// A segment's content, by its piece hashes and length (for `duplicate_context`).
+fn content_hash(print: &SegmentPrint) -> (u64, usize) {
+    let hash = print.pieces.iter().fold(0u64, |h, &p| mix(h ^ p));
+    (hash, print.len)
 }
 
 /// Piece hashes and character classes of a segment's canonical bytes, as they stream by.
+/// Whole pieces are hashed two words at a time and classes come from a table, so a
+/// fingerprint costs a fraction of the key chain (it runs on every request).
 #[derive(Default)]
 struct PrintSink {
     pieces: Vec<u64>,
     classes: Vec<u8>,
-    piece: u64,
+    /// A piece not yet complete.
+    partial: [u8; PIECE],
+    filled: usize,
     len: usize,
 }
 
 impl Sink for PrintSink {
-    fn put(&mut self, bytes: &[u8]) {
+    fn put(&mut self, mut bytes: &[u8]) {
+        self.classify(bytes);
+        if self.filled > 0 {
+            let take = (PIECE - self.filled).min(bytes.len());
+            self.partial[self.filled..self.filled + take].copy_from_slice(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled < PIECE {
+                return;
+            }
+            let piece = self.partial;
+            self.pieces.push(piece_hash(&piece));
+            self.filled = 0;
+        }
+        let mut whole = bytes.chunks_exact(PIECE);
+        for piece in whole.by_ref() {
+            self.pieces.push(piece_hash(piece));
+        }
+        let rest = whole.remainder();
+        self.partial[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+}
+
+impl PrintSink {
+    fn classify(&mut self, bytes: &[u8]) {
+        self.classes.reserve(bytes.len() / 4 + 1);
         for &b in bytes {
-            self.piece = mix(self.piece ^ u64::from(b));
             let slot = self.len % 4;
             if slot == 0 {
                 self.classes.push(0);
             }
             if let Some(last) = self.classes.last_mut() {
-                *last |= class(b) << (slot * 2);
+                *last |= CLASSES[usize::from(b)] << (slot * 2);
             }
             self.len += 1;
-            if self.len % PIECE == 0 {
-                self.pieces.push(self.piece);
-                self.piece = 0;
-            }
         }
     }
-}
 
-impl PrintSink {
     fn finish(&mut self, segment: &Segment<'_>) -> SegmentPrint {
-        if self.len % PIECE != 0 {
-            self.pieces.push(self.piece);
+        if self.filled > 0 {
+            let piece = self.partial;
+            self.pieces.push(piece_hash(&piece[..self.filled]));
+            self.filled = 0;
         }
         SegmentPrint {
             place: segment.place,
@@ -220,7 +239,30 @@ impl PrintSink {
     }
 }
 
-fn class(b: u8) -> u8 {
+/// An 8-byte hash of a piece of at most 16 bytes (its length included, so a short last piece
+/// differs from a padded one).
+fn piece_hash(piece: &[u8]) -> u64 {
+    let mut words = [0u8; PIECE];
+    words[..piece.len()].copy_from_slice(piece);
+    let (a, b) = words.split_at(8);
+    let a = u64::from_le_bytes(a.try_into().unwrap_or_default());
+    let b = u64::from_le_bytes(b.try_into().unwrap_or_default());
+    mix(mix(a ^ piece.len() as u64) ^ b)
+}
+
+/// The character class of every byte.
+const CLASSES: [u8; 256] = {
+    let mut table = [3u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = class(b);
+        i += 1;
+    }
+    table
+};
+
+const fn class(b: u8) -> u8 {
     match b {
         b'0'..=b'9' => 0,
         b'a'..=b'z' | b'A'..=b'Z' => 1,

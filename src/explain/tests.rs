@@ -233,3 +233,26 @@ fn excerpts_are_short_and_mask_digits() {
     );
     assert_eq!(excerpt(b"ab", 5), "");
 }
+
+#[test]
+fn a_fingerprint_does_not_depend_on_how_the_bytes_arrive() {
+    let text = "Current time: 2026-11-29T10:00:07Z and the rest of a long line. ".repeat(9);
+    let mut whole = PrintSink::default();
+    whole.put(text.as_bytes());
+    let mut sliced = PrintSink::default();
+    let mut rest = text.as_bytes();
+    let mut step = 1;
+    while !rest.is_empty() {
+        let take = step.min(rest.len());
+        sliced.put(&rest[..take]);
+        rest = &rest[take..];
+        step = step % 23 + 5;
+    }
+    assert_eq!(whole.pieces, sliced.pieces);
+    assert_eq!(whole.classes, sliced.classes);
+    assert_eq!(whole.len, text.len());
+    assert_eq!(
+        (whole.filled, sliced.filled),
+        (text.len() % PIECE, text.len() % PIECE)
+    );
+}
