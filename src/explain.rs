@@ -146,6 +146,24 @@ impl Fingerprint {
         }
     }
 
+    fn explanation(
+        &self,
+        reason: Reason,
+        segment: usize,
+        offset: usize,
+        tokens: u64,
+    ) -> Explanation {
+        let print = &self.segments[segment];
+        Explanation {
+            reason,
+            segment: place_name(print.place, print.system_role),
+            segment_index: segment,
+            offset,
+            tokens,
+            excerpt: None,
+        }
+    }
+
     /// Approximate heap size, for the history's bound.
     fn weight(&self) -> usize {
         self.chunks.len() * std::mem::size_of::<ChunkPrint>()
@@ -433,17 +451,7 @@ fn explain(
     facts: &Facts,
 ) -> Option<Explanation> {
     if let Some((segment, tokens)) = print.duplicate {
-        return Some(Explanation {
-            reason: Reason::DuplicateContext,
-            segment: place_name(
-                print.segments[segment].place,
-                print.segments[segment].system_role,
-            ),
-            segment_index: segment,
-            offset: 0,
-            tokens,
-            excerpt: None,
-        });
+        return Some(print.explanation(Reason::DuplicateContext, segment, 0, tokens));
     }
     // The nearest earlier prompt shares the most chunks (the newest among equals).
     let (nearest, shared) = earlier
@@ -471,21 +479,18 @@ fn explain(
         .max()
         .unwrap_or(0);
     let possible = shared_tokens.max(tokens_at(model_free));
+    // A volatile token caps what any request can share: named even when the provider read
+    // everything before it, with the tokens of its segment after it as the loss.
+    if let Some((Reason::TimestampInPrefix, segment, offset)) = divergence(print, nearest, shared) {
+        let rest = (print.segments[segment].len.saturating_sub(offset) as u64).div_ceil(4);
+        return Some(print.explanation(Reason::TimestampInPrefix, segment, offset, rest));
+    }
     // The provider read what history allowed: no miss to explain.
     if possible > 0 && facts.read >= possible {
         return None;
     }
-    let at = |reason, segment: usize, offset| Explanation {
-        reason,
-        segment: place_name(
-            print.segments[segment].place,
-            print.segments[segment].system_role,
-        ),
-        segment_index: segment,
-        offset,
-        tokens: possible.saturating_sub(facts.read),
-        excerpt: None,
-    };
+    let lost = possible.saturating_sub(facts.read);
+    let at = |reason, segment: usize, offset| print.explanation(reason, segment, offset, lost);
     if model_free > shared {
         return Some(at(
             Reason::ModelChanged,

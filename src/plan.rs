@@ -4,6 +4,8 @@
 //! The per-provider strategies (breakpoints, cache keys, cached contents, replica choice) build
 //! on this plan; until they exist the plan places nothing and only describes the request.
 
+pub mod anthropic;
+
 use std::time::Duration;
 
 use crate::config::ProviderKind;
@@ -12,6 +14,13 @@ use crate::prompt::{Place, Prompt, SegmentKind};
 use crate::registry::{Mark, Outcome, Registry, Report};
 use crate::tenant::Tenant;
 use crate::usage::Usage;
+
+/// Lifetime of an Anthropic cache entry, as a `cache_control` marker asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    FiveMinutes,
+    OneHour,
+}
 
 #[derive(Clone, Debug)]
 pub struct CachePlan {

@@ -134,7 +134,21 @@ impl Registry for MemoryRegistry {
             let scaled = u128::from(est) * u128::from(report.input_total) / u128::from(estimated);
             u64::try_from(scaled).unwrap_or(u64::MAX)
         };
-        let read = to_estimate(report.cache_read);
+        // Providers read and write whole prefixes that end at marks (breakpoints, block ends),
+        // while bytes / 4 is only an estimate of their tokens: a converted count is snapped to
+        // the nearest mark when within a quarter of it.
+        let snap = |est: u64| -> u64 {
+            if est == 0 {
+                return 0;
+            }
+            marks
+                .iter()
+                .map(|m| m.tokens)
+                .min_by_key(|t| t.abs_diff(est))
+                .filter(|t| t.abs_diff(est) * 4 <= est)
+                .unwrap_or(est)
+        };
+        let read = snap(to_estimate(report.cache_read));
         let predicted = marks
             .iter()
             .rev()
@@ -147,7 +161,7 @@ impl Registry for MemoryRegistry {
         // What the provider holds after this request: what it read plus what it wrote, or the
         // whole prompt for caches that keep everything they see.
         let held = match report.cache_write {
-            Some(write) => to_estimate(report.cache_read + write),
+            Some(write) => snap(to_estimate(report.cache_read + write)),
             None => estimated,
         };
         let until = now + report.retention;

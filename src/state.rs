@@ -28,10 +28,17 @@ struct Inner {
     tenant_secret: TenantSecret,
     registry: MemoryRegistry,
     history: History,
+    clock: Arc<Clock>,
 }
 
 impl AppState {
     pub fn new(config: Config) -> Result<Self, String> {
+        Self::with_clock(config, Arc::new(Clock::system()))
+    }
+
+    /// The state on a given clock: `cachet replay` shares its virtual clock with the simulator,
+    /// so the registry's beliefs age on the replayed timeline.
+    pub fn with_clock(config: Config, clock: Arc<Clock>) -> Result<Self, String> {
         let prices = match config.pricing.file.as_str() {
             "" => PriceTable::built_in(),
             path => std::fs::read_to_string(path)
@@ -46,7 +53,7 @@ impl AppState {
             &config.registry.data_dir,
         )
         .map_err(|e| format!("registry.tenant_secret: {e}"))?;
-        let registry = MemoryRegistry::new(Arc::new(Clock::system()), config.registry.max_bytes);
+        let registry = MemoryRegistry::new(clock.clone(), config.registry.max_bytes);
         // The miss explainer's fingerprints share the registry's memory bound.
         let history =
             History::new(usize::try_from(config.registry.max_bytes).unwrap_or(usize::MAX));
@@ -62,6 +69,7 @@ impl AppState {
             tenant_secret,
             registry,
             history,
+            clock,
         })))
     }
 
@@ -71,6 +79,11 @@ impl AppState {
 
     pub fn registry(&self) -> &MemoryRegistry {
         &self.0.registry
+    }
+
+    /// The time the registry, the planner and the explainer read.
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
     }
 
     pub fn history(&self) -> &History {

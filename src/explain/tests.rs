@@ -69,7 +69,10 @@ fn a_timestamp_in_the_system_prompt_is_named_where_it_starts() {
     assert_eq!(miss.reason, Reason::TimestampInPrefix);
     assert_eq!(miss.segment, "system 0");
     assert_eq!(miss.offset, "Current time: ".len());
-    assert!(miss.tokens > 0, "the tools were shared");
+    assert!(
+        miss.tokens > 0,
+        "the stable instructions after the timestamp"
+    );
 }
 
 #[test]

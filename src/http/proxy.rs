@@ -9,7 +9,7 @@
 //! client's bytes, query and escapes as sent.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Body;
@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 
 use super::{PREFIX_HEADER, REWRITE_HEADER, REWRITES_HEADER, RequestId, TEAM_HEADER};
 use crate::config::{ProviderKind, RewriteConfig, Upstream};
+use crate::dialect::anthropic::markers;
 use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
 use crate::error::ProxyError;
@@ -247,6 +248,8 @@ async fn json_body(
         ex.rewrites.push("include_usage");
     }
     let config = &app.config().rewrite;
+    let mut breakpoints = Vec::new();
+    let tree_markers = env.tree().map(markers::client_markers).unwrap_or_default();
     if let Some(prompt) = env.tree().and_then(|tree| prompt::prompt(route, tree)) {
         let boundaries = prefix::keys(&prompt, &target.tenant);
         let plan = CachePlan::new(
@@ -256,9 +259,18 @@ async fn json_body(
             &boundaries,
             config.question_max_tokens,
         );
-        ex.plan = Some(plan);
-        let print = Fingerprint::of(&prompt, &boundaries, SystemTime::now(), config);
+        let print = Fingerprint::of(&prompt, &boundaries, app.clock().now(), config);
         ex.fingerprint = Some(Arc::new(print));
+        breakpoints = match (target.provider, route, rewrite) {
+            (ProviderKind::Anthropic, Endpoint::AnthropicMessages, Some(_)) => {
+                anthropic_breakpoints(app, &prompt, &boundaries, &plan, tree_markers)
+            }
+            _ => Vec::new(),
+        };
+        ex.plan = Some(plan);
+    }
+    if !breakpoints.is_empty() && env.edit(|tree| markers::apply(tree, &breakpoints)) {
+        ex.rewrites.push("cache_control");
     }
     let bytes = env
         .into_bytes()
@@ -324,6 +336,35 @@ fn respond(
     out
 }
 
+/// Where cachet adds `cache_control` to an Anthropic request (`plan::anthropic`): the registry
+/// says what is believed cached and when each prefix was last seen.
+fn anthropic_breakpoints(
+    app: &AppState,
+    prompt: &prompt::Prompt<'_>,
+    boundaries: &[prefix::Boundary],
+    plan: &CachePlan,
+    client: markers::ClientMarkers,
+) -> Vec<(prompt::Place, plan::Ttl)> {
+    let now = app.clock().now();
+    let registry = app.registry();
+    let known = |key: &prefix::PrefixKey| match registry.get(&plan.tenant, key) {
+        Some(k) => plan::anthropic::Known {
+            cached: k.believed_cached(now),
+            gap: now.duration_since(k.last_seen).ok(),
+            reuses: k.reuses,
+        },
+        None => plan::anthropic::Known::default(),
+    };
+    let candidates = plan::anthropic::candidates(prompt, boundaries, plan.reusable_key(), known);
+    let min = prompt
+        .model
+        .and_then(|m| app.telemetry().min_cacheable_tokens(m))
+        .unwrap_or(1024);
+    let last = prompt.segments.len().saturating_sub(1);
+    let last_place = prompt.segments.last().map(|s| s.place);
+    plan::anthropic::place(&candidates, &client, min, last, last_place)
+}
+
 /// After a complete answer: the registry learns what the provider reported, and the explainer
 /// says why the request read less than its tenant's history allowed.
 fn learn(app: &AppState, ex: &mut Exchange, endpoint: Option<&Endpoint>, usage: &Usage) {
@@ -347,7 +388,7 @@ fn learn(app: &AppState, ex: &mut Exchange, endpoint: Option<&Endpoint>, usage: 
         read: to_estimate(usage.cache_read),
         retention: plan::retention(plan.provider),
         min_tokens: to_estimate(min),
-        now: SystemTime::now(),
+        now: app.clock().now(),
     };
     let mut miss = app
         .history()

@@ -103,7 +103,7 @@ pub async fn replay(
 
     let (base, _proxy) = match route {
         Route::Cachet => {
-            let proxy = Proxy::start(&format!("http://{sim_addr}")).await?;
+            let proxy = Proxy::start(&format!("http://{sim_addr}"), clock.clone()).await?;
             (format!("http://{}", proxy.addr), Some(proxy))
         }
         Route::Direct | Route::Fixed => (format!("http://{sim_addr}"), None),
@@ -351,7 +351,8 @@ fn mark_last(content: &mut Value, marker: &Value) {
 }
 
 /// A cachet proxy on an ephemeral port with the shipped defaults, its upstreams pointed at the
-/// simulator (plus `deepseek` and a `vllm` upstream, which the defaults leave commented out).
+/// simulator (plus `deepseek` and a `vllm` upstream, which the defaults leave commented out),
+/// on the replay's virtual clock.
 struct Proxy {
     addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -359,7 +360,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn start(sim: &str) -> anyhow::Result<Proxy> {
+    async fn start(sim: &str, clock: Arc<Clock>) -> anyhow::Result<Proxy> {
         let extra = r#"
 [[upstreams]]
 name = "deepseek"
@@ -372,7 +373,10 @@ provider = "openai-compatible"
 base_url = "http://vllm.internal:8000"
 "#;
         let env = [
-            ("CACHET_LOG__LEVEL", "error".to_owned()),
+            (
+                "CACHET_LOG__LEVEL",
+                std::env::var("CACHET_REPLAY_LOG").unwrap_or_else(|_| "error".to_owned()),
+            ),
             (
                 "CACHET_UPSTREAMS__OPENAI__BASE_URL",
                 format!("{sim}/openai"),
@@ -395,7 +399,9 @@ base_url = "http://vllm.internal:8000"
         ];
         let config = Config::load_from(Some(extra), env.map(|(k, v)| (k.to_owned(), v)))
             .map_err(|e| anyhow::anyhow!("replay proxy config: {e}"))?;
-        let state = AppState::new(config).map_err(anyhow::Error::msg)?;
+        // `CACHET_REPLAY_LOG=info` shows the proxy's request lines (errors only by default).
+        crate::telemetry::init_tracing(&config.log);
+        let state = AppState::with_clock(config, clock).map_err(anyhow::Error::msg)?;
         let listener = server::bind("127.0.0.1:0".parse()?).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

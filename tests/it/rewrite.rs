@@ -201,3 +201,58 @@ async fn the_reusable_prefix_key_is_shared_by_questions_on_one_document_of_one_t
     let r = post(&proxy, "/anthropic/v1/messages", &[], &lone.to_string()).await;
     assert!(r.headers().get("x-cachet-prefix").is_none());
 }
+
+#[tokio::test]
+async fn anthropic_requests_get_breakpoints_where_the_client_left_slots() {
+    let mock = MockUpstream::start(|_| Reply::json(200, fixture!("anthropic_messages.json"))).await;
+    let proxy = TestProxy::in_front_of(&mock, "").await;
+    let tools = json!([{"name": "search", "description": "Search the archive. ".repeat(400), "input_schema": {"type": "object"}}]);
+    let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 64, "tools": tools,
+        "system": "Answer from the archive.", "messages": [{"role": "user", "content": "What is new?"}]});
+    let r = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-api-key", "k")],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(r.headers()["x-cachet-rewrites"], "cache_control");
+    let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
+    assert_eq!(
+        sent["tools"][0]["cache_control"],
+        json!({"type": "ephemeral"}),
+        "the stable tools"
+    );
+    // The system string becomes one block so it can carry the second marker (its prefix, tools
+    // included, reaches the minimum); the short question after it gets none.
+    assert_eq!(sent["system"][0]["text"], "Answer from the archive.");
+    assert_eq!(
+        sent["system"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert_eq!(sent["messages"][0]["content"], "What is new?");
+    // Opted out: no marker.
+    let r = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-api-key", "k"), ("x-cachet-rewrite", "off")],
+        &body.to_string(),
+    )
+    .await;
+    assert!(r.headers().get("x-cachet-rewrites").is_none());
+    assert_eq!(mock.last().body, body.to_string().as_bytes());
+    // Four client markers already: nothing added.
+    let rules: Vec<Value> = (1..=4)
+        .map(|i| json!({"type": "text", "text": format!("rule {i}"), "cache_control": {"type": "ephemeral"}}))
+        .collect();
+    let full = json!({"model": "claude-sonnet-4-6", "max_tokens": 64, "tools": body["tools"].clone(),
+        "system": rules, "messages": [{"role": "user", "content": "What is new?"}]});
+    let r = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-api-key", "k")],
+        &full.to_string(),
+    )
+    .await;
+    assert!(r.headers().get("x-cachet-rewrites").is_none());
+}

@@ -1,5 +1,6 @@
 //! Anthropic Messages.
 
+pub mod markers;
 pub mod prompt;
 pub mod rewrite;
 
