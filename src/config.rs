@@ -160,6 +160,41 @@ pub struct Upstream {
     pub base_url: Url,
     /// Path prefix on the proxy, starting with '/', without a trailing slash.
     pub mount: String,
+    /// The cache strategies cachet may apply to this upstream's requests (all by default; an
+    /// empty list makes cachet transparent apart from the named rewrites).
+    pub strategies: Vec<Strategy>,
+}
+
+impl Upstream {
+    pub fn allows(&self, strategy: Strategy) -> bool {
+        self.strategies.contains(&strategy)
+    }
+}
+
+/// A cache strategy that can be switched off per upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Anthropic `cache_control` breakpoints.
+    CacheControl,
+    /// OpenAI `prompt_cache_key`.
+    PromptCacheKey,
+    /// Gemini `cachedContents`.
+    CachedContent,
+    /// Replica choice by the prefixes each holds.
+    ReplicaAffinity,
+    /// One write for concurrent requests on a new prefix.
+    SingleFlight,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::CacheControl,
+        Strategy::PromptCacheKey,
+        Strategy::CachedContent,
+        Strategy::ReplicaAffinity,
+        Strategy::SingleFlight,
+    ];
 }
 
 #[derive(Deserialize)]
@@ -169,6 +204,7 @@ struct RawUpstream {
     provider: Option<ProviderKind>,
     base_url: String,
     mount: Option<String>,
+    strategies: Option<Vec<Strategy>>,
 }
 
 /// Every problem found, each as "dotted.path: message".
@@ -492,6 +528,7 @@ fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
             provider,
             base_url,
             mount,
+            strategies: raw.strategies.unwrap_or_else(|| Strategy::ALL.to_vec()),
         });
     }
     out

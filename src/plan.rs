@@ -15,6 +15,36 @@ use crate::registry::{Mark, Outcome, Registry, Report};
 use crate::tenant::Tenant;
 use crate::usage::Usage;
 
+/// Which way the planner went for a request (`cachet_plan_branch_total{branch}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Branch {
+    /// Breakpoints added.
+    CacheControl,
+    /// The client's markers fill every slot.
+    ClientMarkers,
+    /// Nothing likely to come back in time, or below the minimum.
+    NoCandidate,
+    /// `x-cachet-rewrite: off`.
+    RewriteOff,
+    /// The upstream's `strategies` leave it out.
+    StrategyOff,
+    /// No strategy for this provider and route yet.
+    Unplanned,
+}
+
+impl Branch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Branch::CacheControl => "cache_control",
+            Branch::ClientMarkers => "client_markers",
+            Branch::NoCandidate => "no_candidate",
+            Branch::RewriteOff => "rewrite_off",
+            Branch::StrategyOff => "strategy_off",
+            Branch::Unplanned => "unplanned",
+        }
+    }
+}
+
 /// Lifetime of an Anthropic cache entry, as a `cache_control` marker asks for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ttl {

@@ -27,6 +27,7 @@ pub const COST_UNCACHED_USD_TOTAL: &str = "cachet_cost_uncached_usd_total";
 pub const OVERHEAD_SECONDS: &str = "cachet_overhead_seconds";
 pub const UPSTREAM_TTFB_SECONDS: &str = "cachet_upstream_ttfb_seconds";
 pub const UNPRICED_TOTAL: &str = "cachet_unpriced_requests_total";
+pub const PLAN_BRANCH_TOTAL: &str = "cachet_plan_branch_total";
 
 /// Label for anything outside the price table, and for requests with no model.
 pub const OTHER: &str = "other";
@@ -93,6 +94,11 @@ fn describe() {
         UPSTREAM_TTFB_SECONDS,
         metrics::Unit::Seconds,
         "From sending upstream to the first body byte."
+    );
+    metrics::describe_counter!(
+        PLAN_BRANCH_TOTAL,
+        "Requests by the way the cache planner went: cache_control, client_markers, \
+         no_candidate, rewrite_off, strategy_off, unplanned."
     );
     metrics::describe_counter!(
         UNPRICED_TOTAL,

@@ -275,3 +275,28 @@ fn rewrite_defaults_and_overrides() {
         "{err}"
     );
 }
+
+#[test]
+fn strategies_default_to_all_and_can_be_switched_off() {
+    use crate::config::Strategy;
+    let config = Config::load_from(None, env(&[])).unwrap();
+    let anthropic = config.upstream("anthropic").unwrap();
+    assert!(Strategy::ALL.iter().all(|s| anthropic.allows(*s)));
+    let config = Config::load_from(
+        Some("[[upstreams]]\nname = \"anthropic\"\nstrategies = [\"prompt_cache_key\"]\n"),
+        env(&[]),
+    )
+    .unwrap();
+    let anthropic = config.upstream("anthropic").unwrap();
+    assert!(!anthropic.allows(Strategy::CacheControl));
+    assert!(anthropic.allows(Strategy::PromptCacheKey));
+    let err = Config::load_from(
+        Some("[[upstreams]]\nname = \"anthropic\"\nstrategies = [\"magic\"]\n"),
+        env(&[]),
+    )
+    .unwrap_err();
+    assert!(
+        err.0.iter().any(|e| e.starts_with("upstreams.anthropic")),
+        "{err}"
+    );
+}

@@ -20,15 +20,16 @@ use http::{HeaderValue, header};
 use http_body_util::BodyExt;
 
 use super::{PREFIX_HEADER, REWRITE_HEADER, REWRITES_HEADER, RequestId, TEAM_HEADER};
-use crate::config::{ProviderKind, RewriteConfig, Upstream};
+use crate::config::{ProviderKind, RewriteConfig, Strategy, Upstream};
 use crate::dialect::anthropic::markers;
 use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
 use crate::error::ProxyError;
 use crate::explain::{self, Facts, Fingerprint};
-use crate::plan::{self, CachePlan};
+use crate::plan::{self, Branch, CachePlan};
 use crate::state::AppState;
 use crate::telemetry::Exchange;
+use crate::telemetry::PLAN_BRANCH_TOTAL;
 use crate::tenant::{Credential, Tenant};
 use crate::upstream::body::{Framing, ObservedBody, Outcome, Tap};
 use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
@@ -168,7 +169,7 @@ async fn send(
             let rewrite = (!rewrite_off).then_some(&app.config().rewrite);
             let target = Target {
                 route,
-                provider: upstream.provider,
+                upstream,
                 tenant,
             };
             json_body(app, ex, target, body, declared_length, rewrite).await?
@@ -209,7 +210,7 @@ async fn send(
 /// Where a modelled request goes: its route, the upstream's provider and the caller's tenant.
 struct Target<'a> {
     route: &'a Endpoint,
-    provider: ProviderKind,
+    upstream: &'a Upstream,
     tenant: Tenant,
 }
 
@@ -249,24 +250,38 @@ async fn json_body(
     }
     let config = &app.config().rewrite;
     let mut breakpoints = Vec::new();
-    let tree_markers = env.tree().map(markers::client_markers).unwrap_or_default();
+    let anthropic = target.upstream.provider == ProviderKind::Anthropic
+        && *route == Endpoint::AnthropicMessages;
+    let tree_markers = match anthropic {
+        true => env.tree().map(markers::client_markers).unwrap_or_default(),
+        false => markers::ClientMarkers::default(),
+    };
     if let Some(prompt) = env.tree().and_then(|tree| prompt::prompt(route, tree)) {
         let boundaries = prefix::keys(&prompt, &target.tenant);
         let plan = CachePlan::new(
             target.tenant,
-            target.provider,
+            target.upstream.provider,
             &prompt,
             &boundaries,
             config.question_max_tokens,
         );
         let print = Fingerprint::of(&prompt, &boundaries, app.clock().now(), config);
         ex.fingerprint = Some(Arc::new(print));
-        breakpoints = match (target.provider, route, rewrite) {
-            (ProviderKind::Anthropic, Endpoint::AnthropicMessages, Some(_)) => {
-                anthropic_breakpoints(app, &prompt, &boundaries, &plan, tree_markers)
+        let branch = match () {
+            _ if !anthropic => Branch::Unplanned,
+            _ if rewrite.is_none() => Branch::RewriteOff,
+            _ if !target.upstream.allows(Strategy::CacheControl) => Branch::StrategyOff,
+            _ => {
+                let full = tree_markers.slots_used() >= plan::anthropic::MAX_BREAKPOINTS;
+                breakpoints = anthropic_breakpoints(app, &prompt, &boundaries, &plan, tree_markers);
+                match () {
+                    _ if !breakpoints.is_empty() => Branch::CacheControl,
+                    _ if full => Branch::ClientMarkers,
+                    _ => Branch::NoCandidate,
+                }
             }
-            _ => Vec::new(),
         };
+        metrics::counter!(PLAN_BRANCH_TOTAL, "branch" => branch.as_str()).increment(1);
         ex.plan = Some(plan);
     }
     if !breakpoints.is_empty() && env.edit(|tree| markers::apply(tree, &breakpoints)) {

@@ -256,3 +256,51 @@ async fn anthropic_requests_get_breakpoints_where_the_client_left_slots() {
     .await;
     assert!(r.headers().get("x-cachet-rewrites").is_none());
 }
+
+#[tokio::test]
+async fn strategies_switch_off_per_upstream_and_branches_are_counted() {
+    let mock = MockUpstream::start(|_| Reply::json(200, fixture!("anthropic_messages.json"))).await;
+    let url = mock.url();
+    let proxy = TestProxy::spawn(&format!(
+        "[[upstreams]]\nname = \"anthropic\"\nbase_url = \"{url}/anthropic\"\nstrategies = []\n\
+         [[upstreams]]\nname = \"claude\"\nprovider = \"anthropic\"\nbase_url = \"{url}/anthropic\"\n"
+    ))
+    .await;
+    let tools = json!([{"name": "search", "description": "Search the archive. ".repeat(400), "input_schema": {"type": "object"}}]);
+    let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 64, "tools": tools,
+        "messages": [{"role": "user", "content": "What is new?"}]})
+    .to_string();
+    let off = post(
+        &proxy,
+        "/anthropic/v1/messages",
+        &[("x-api-key", "k")],
+        &body,
+    )
+    .await;
+    assert!(off.headers().get("x-cachet-rewrites").is_none());
+    assert_eq!(
+        mock.last().body,
+        body.as_bytes(),
+        "strategies = [] leaves the body alone"
+    );
+    let on = post(&proxy, "/claude/v1/messages", &[("x-api-key", "k")], &body).await;
+    assert_eq!(on.headers()["x-cachet-rewrites"], "cache_control");
+    let text = client()
+        .get(proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The recorder is the process's: other tests count too, so at least one each.
+    for branch in ["strategy_off", "cache_control"] {
+        let series = format!("cachet_plan_branch_total{{branch=\"{branch}\"}} ");
+        let count: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(count >= 1.0, "{series} in\n{text}");
+    }
+}
