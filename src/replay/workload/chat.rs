@@ -24,12 +24,7 @@ const GAP_MS: (u64, u64) = (20_000, 900_000);
 const USER_TOKENS: (u64, u64) = (10, 80);
 const REPLY_TOKENS: (u64, u64) = (40, 200);
 const MAX_TOKENS: u64 = 300;
-const PROVIDERS: [Provider; 4] = [
-    Provider::Anthropic,
-    Provider::OpenAi,
-    Provider::Gemini,
-    Provider::DeepSeek,
-];
+const PROVIDERS: [Provider; 4] = super::CHAT_PROVIDERS;
 
 pub fn generate() -> Vec<Workload> {
     let mut rng = Rng::new(SEED);

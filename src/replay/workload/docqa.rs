@@ -27,12 +27,7 @@ const QUESTIONS_PER_DOCUMENT: usize = 6;
 const GAP_MS: (u64, u64) = (60_000, 4_200_000);
 const SYSTEM: &str = "You answer questions about documents.";
 const MAX_TOKENS: u64 = 300;
-const PROVIDERS: [Provider; 4] = [
-    Provider::Anthropic,
-    Provider::OpenAi,
-    Provider::Gemini,
-    Provider::DeepSeek,
-];
+const PROVIDERS: [Provider; 4] = super::CHAT_PROVIDERS;
 
 pub fn generate() -> Vec<Workload> {
     let mut rng = Rng::new(SEED);

@@ -111,6 +111,15 @@ pub enum Scale {
     Full,
 }
 
+/// The providers of the workloads that are plain chat (docqa, chat, rag): every dialect but the
+/// replica pool's.
+const CHAT_PROVIDERS: [Provider; 4] = [
+    Provider::Anthropic,
+    Provider::OpenAi,
+    Provider::Gemini,
+    Provider::DeepSeek,
+];
+
 pub const BUILT_IN: [&str; 6] = ["docqa", "chat", "agent", "rag", "volatile", "mooncake"];
 
 /// A built-in workload by name, one [`Workload`] per provider it applies to.

@@ -22,12 +22,7 @@ const REPEAT_CHANCE: f64 = 0.15;
 const REQUESTS: usize = 200;
 const GAP_MS: (u64, u64) = (5_000, 60_000);
 const MAX_TOKENS: u64 = 300;
-const PROVIDERS: [Provider; 4] = [
-    Provider::Anthropic,
-    Provider::OpenAi,
-    Provider::Gemini,
-    Provider::DeepSeek,
-];
+const PROVIDERS: [Provider; 4] = super::CHAT_PROVIDERS;
 
 pub fn generate() -> Vec<Workload> {
     let mut rng = Rng::new(SEED);
