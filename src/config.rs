@@ -163,6 +163,9 @@ pub struct Upstream {
     /// The cache strategies cachet may apply to this upstream's requests (all by default; an
     /// empty list makes cachet transparent apart from the named rewrites).
     pub strategies: Vec<Strategy>,
+    /// The upstream takes OpenAI's `prompt_cache_key` (OpenAI itself by default; an
+    /// OpenAI-compatible server only when configured so).
+    pub accepts_prompt_cache_key: bool,
 }
 
 impl Upstream {
@@ -205,6 +208,7 @@ struct RawUpstream {
     base_url: String,
     mount: Option<String>,
     strategies: Option<Vec<Strategy>>,
+    accepts_prompt_cache_key: Option<bool>,
 }
 
 /// Every problem found, each as "dotted.path: message".
@@ -529,6 +533,9 @@ fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
             base_url,
             mount,
             strategies: raw.strategies.unwrap_or_else(|| Strategy::ALL.to_vec()),
+            accepts_prompt_cache_key: raw
+                .accepts_prompt_cache_key
+                .unwrap_or(provider == ProviderKind::Openai),
         });
     }
     out

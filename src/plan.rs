@@ -5,6 +5,7 @@
 //! on this plan; until they exist the plan places nothing and only describes the request.
 
 pub mod anthropic;
+pub mod openai;
 
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use crate::usage::Usage;
 pub enum Branch {
     /// Breakpoints added.
     CacheControl,
+    /// A `prompt_cache_key` added.
+    PromptCacheKey,
+    /// The client sent its own `prompt_cache_key`.
+    ClientCacheKey,
     /// The client's markers fill every slot.
     ClientMarkers,
     /// Nothing likely to come back in time, or below the minimum.
@@ -36,6 +41,8 @@ impl Branch {
     pub fn as_str(self) -> &'static str {
         match self {
             Branch::CacheControl => "cache_control",
+            Branch::PromptCacheKey => "prompt_cache_key",
+            Branch::ClientCacheKey => "client_cache_key",
             Branch::ClientMarkers => "client_markers",
             Branch::NoCandidate => "no_candidate",
             Branch::RewriteOff => "rewrite_off",

@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::clock::Clock;
 use crate::config::{Config, Upstream};
 use crate::explain::History;
+use crate::plan::openai::Shards;
 use crate::pricing::PriceTable;
 use crate::registry::MemoryRegistry;
 use crate::telemetry::{self, Telemetry};
@@ -29,6 +30,7 @@ struct Inner {
     registry: MemoryRegistry,
     history: History,
     clock: Arc<Clock>,
+    shards: Shards,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
             registry,
             history,
             clock,
+            shards: Shards::default(),
         })))
     }
 
@@ -84,6 +87,11 @@ impl AppState {
     /// The time the registry, the planner and the explainer read.
     pub fn clock(&self) -> &Clock {
         &self.0.clock
+    }
+
+    /// Per-key request counts for sharding hot `prompt_cache_key`s.
+    pub fn cache_key_shards(&self) -> &Shards {
+        &self.0.shards
     }
 
     pub fn history(&self) -> &History {

@@ -126,7 +126,7 @@ pub struct RequestInfo {
 }
 
 /// The top-level request fields the proxy reads; the rest of a body is only validated.
-pub const HEAD_FIELDS: &[&str] = &["model", "stream", "stream_options"];
+pub const HEAD_FIELDS: &[&str] = &["model", "stream", "stream_options", "prompt_cache_key"];
 
 pub fn request_info(endpoint: &Endpoint, env: Option<&Envelope>) -> RequestInfo {
     let field = |name: &str| env.and_then(|e| e.field(name));

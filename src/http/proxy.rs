@@ -245,11 +245,11 @@ async fn json_body(
         });
         ex.rewrites.extend(applied.iter().map(|r| r.as_str()));
     }
-    if strip {
-        ex.rewrites.push("include_usage");
-    }
     let config = &app.config().rewrite;
     let mut breakpoints = Vec::new();
+    let mut cache_key: Option<String> = None;
+    // The client's own key always wins.
+    let client_cache_key = env.field("prompt_cache_key").is_some_and(|v| !v.is_null());
     let anthropic = target.upstream.provider == ProviderKind::Anthropic
         && *route == Endpoint::AnthropicMessages;
     let tree_markers = match anthropic {
@@ -267,11 +267,15 @@ async fn json_body(
         );
         let print = Fingerprint::of(&prompt, &boundaries, app.clock().now(), config);
         ex.fingerprint = Some(Arc::new(print));
+        let openai = matches!(route, Endpoint::Chat | Endpoint::Responses)
+            && target.upstream.accepts_prompt_cache_key;
         let branch = match () {
-            _ if !anthropic => Branch::Unplanned,
+            _ if !anthropic && !openai => Branch::Unplanned,
             _ if rewrite.is_none() => Branch::RewriteOff,
-            _ if !target.upstream.allows(Strategy::CacheControl) => Branch::StrategyOff,
-            _ => {
+            _ if anthropic && !target.upstream.allows(Strategy::CacheControl) => {
+                Branch::StrategyOff
+            }
+            _ if anthropic => {
                 let full = tree_markers.slots_used() >= plan::anthropic::MAX_BREAKPOINTS;
                 breakpoints = anthropic_breakpoints(app, &prompt, &boundaries, &plan, tree_markers);
                 match () {
@@ -280,12 +284,32 @@ async fn json_body(
                     _ => Branch::NoCandidate,
                 }
             }
+            _ if !target.upstream.allows(Strategy::PromptCacheKey) => Branch::StrategyOff,
+            _ if client_cache_key => Branch::ClientCacheKey,
+            _ => match plan::openai::stable_prefix(&boundaries) {
+                Some(stable) => {
+                    let shards = app.cache_key_shards();
+                    let shard = shards.next(&plan.tenant, &stable, app.clock().now());
+                    cache_key = Some(plan::openai::cache_key(&plan.tenant, &stable, shard));
+                    Branch::PromptCacheKey
+                }
+                None => Branch::NoCandidate,
+            },
         };
         metrics::counter!(PLAN_BRANCH_TOTAL, "branch" => branch.as_str()).increment(1);
         ex.plan = Some(plan);
     }
     if !breakpoints.is_empty() && env.edit(|tree| markers::apply(tree, &breakpoints)) {
         ex.rewrites.push("cache_control");
+    }
+    if let Some(key) = cache_key
+        && env.edit(|tree| openai::set_prompt_cache_key(tree, key))
+    {
+        ex.rewrites.push("prompt_cache_key");
+    }
+    // Last, as in the contract's vocabulary.
+    if strip {
+        ex.rewrites.push("include_usage");
     }
     let bytes = env
         .into_bytes()

@@ -140,9 +140,10 @@ async fn ground_question_prefixes_the_moved_question() {
         &body.to_string(),
     )
     .await;
+    // The document-first prompt is also long enough for OpenAI's cache: a key comes too.
     assert_eq!(
         r.headers()["x-cachet-rewrites"],
-        "question_last,ground_question"
+        "question_last,ground_question,prompt_cache_key"
     );
     let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
     assert_eq!(
@@ -303,4 +304,97 @@ async fn strategies_switch_off_per_upstream_and_branches_are_counted() {
             .unwrap_or(0.0);
         assert!(count >= 1.0, "{series} in\n{text}");
     }
+}
+
+#[tokio::test]
+async fn openai_requests_get_a_prompt_cache_key_where_it_is_accepted() {
+    let mock = MockUpstream::start(|_| Reply::json(200, fixture!("openai_chat.json"))).await;
+    let proxy = TestProxy::in_front_of(&mock, "").await;
+    let doc = document();
+    let chat = |q: &str| {
+        json!({"model": "gpt-4.1", "messages": [
+            {"role": "system", "content": "Answer from the report."},
+            {"role": "user", "content": [{"type": "text", "text": doc}, {"type": "text", "text": q}]}]})
+    };
+    let key_of =
+        |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap()["prompt_cache_key"].clone();
+    let auth = [("authorization", "Bearer sk-1")];
+    let r = post(
+        &proxy,
+        "/openai/v1/chat/completions",
+        &auth,
+        &chat("What changed?").to_string(),
+    )
+    .await;
+    assert_eq!(r.headers()["x-cachet-rewrites"], "prompt_cache_key");
+    let first = key_of(&mock.last().body);
+    assert!(first.as_str().unwrap().starts_with("cachet-"));
+    post(
+        &proxy,
+        "/openai/v1/chat/completions",
+        &auth,
+        &chat("Who wrote it?").to_string(),
+    )
+    .await;
+    assert_eq!(
+        key_of(&mock.last().body),
+        first,
+        "the same document, the same key"
+    );
+    post(
+        &proxy,
+        "/openai/v1/chat/completions",
+        &[("authorization", "Bearer sk-2")],
+        &chat("What changed?").to_string(),
+    )
+    .await;
+    assert_ne!(
+        key_of(&mock.last().body),
+        first,
+        "another tenant, another key"
+    );
+
+    // The client's own key wins; DeepSeek takes none.
+    let mut own = chat("Mine?");
+    own["prompt_cache_key"] = json!("my-key");
+    let r = post(
+        &proxy,
+        "/openai/v1/chat/completions",
+        &auth,
+        &own.to_string(),
+    )
+    .await;
+    assert!(r.headers().get("x-cachet-rewrites").is_none());
+    assert_eq!(key_of(&mock.last().body), "my-key");
+    let mut ds = chat("Deep?");
+    ds["model"] = json!("deepseek-chat");
+    post(&proxy, "/deepseek/chat/completions", &auth, &ds.to_string()).await;
+    assert!(key_of(&mock.last().body).is_null());
+
+    // Above 15 a minute the key is sharded.
+    for _ in 0..13 {
+        post(
+            &proxy,
+            "/openai/v1/chat/completions",
+            &auth,
+            &chat("Again?").to_string(),
+        )
+        .await;
+    }
+    assert_eq!(
+        key_of(&mock.last().body),
+        first,
+        "15 requests share one key"
+    );
+    post(
+        &proxy,
+        "/openai/v1/chat/completions",
+        &auth,
+        &chat("Again?").to_string(),
+    )
+    .await;
+    assert_eq!(
+        key_of(&mock.last().body),
+        format!("{}-s1", first.as_str().unwrap())
+    );
 }

@@ -2,6 +2,18 @@
 //! OpenAI-compatible servers, see `deepseek.rs`).
 
 pub mod prompt;
+
+/// Sets `prompt_cache_key` on a Chat Completions or Responses body that has none (appended, so
+/// every other field keeps its place). Returns whether it changed the body.
+pub fn set_prompt_cache_key(body: &mut Value, key: String) -> bool {
+    match body.as_object_mut() {
+        Some(fields) if !fields.contains_key("prompt_cache_key") => {
+            fields.insert("prompt_cache_key".into(), Value::String(key));
+            true
+        }
+        _ => false,
+    }
+}
 pub mod rewrite;
 
 use http::{Method, StatusCode};
