@@ -316,85 +316,48 @@ async fn openai_requests_get_a_prompt_cache_key_where_it_is_accepted() {
             {"role": "system", "content": "Answer from the report."},
             {"role": "user", "content": [{"type": "text", "text": doc}, {"type": "text", "text": q}]}]})
     };
-    let key_of =
-        |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap()["prompt_cache_key"].clone();
-    let auth = [("authorization", "Bearer sk-1")];
-    let r = post(
-        &proxy,
-        "/openai/v1/chat/completions",
-        &auth,
-        &chat("What changed?").to_string(),
-    )
-    .await;
-    assert_eq!(r.headers()["x-cachet-rewrites"], "prompt_cache_key");
-    let first = key_of(&mock.last().body);
+    // Sends `body` to `path` with `key` as the credential; the cache key the upstream got and
+    // the rewrites header.
+    let send = async |path: &str, key: &str, body: Value| {
+        let auth = format!("Bearer {key}");
+        let r = post(&proxy, path, &[("authorization", &auth)], &body.to_string()).await;
+        let rewrites = r
+            .headers()
+            .get("x-cachet-rewrites")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
+        (sent["prompt_cache_key"].clone(), rewrites)
+    };
+    const CHAT: &str = "/openai/v1/chat/completions";
+    let (first, rewrites) = send(CHAT, "sk-1", chat("What changed?")).await;
+    assert_eq!(rewrites.as_deref(), Some("prompt_cache_key"));
     assert!(first.as_str().unwrap().starts_with("cachet-"));
-    post(
-        &proxy,
-        "/openai/v1/chat/completions",
-        &auth,
-        &chat("Who wrote it?").to_string(),
-    )
-    .await;
-    assert_eq!(
-        key_of(&mock.last().body),
-        first,
-        "the same document, the same key"
-    );
-    post(
-        &proxy,
-        "/openai/v1/chat/completions",
-        &[("authorization", "Bearer sk-2")],
-        &chat("What changed?").to_string(),
-    )
-    .await;
-    assert_ne!(
-        key_of(&mock.last().body),
-        first,
-        "another tenant, another key"
-    );
+    let (again, _) = send(CHAT, "sk-1", chat("Who wrote it?")).await;
+    assert_eq!(again, first, "the same document, the same key");
+    let (other, _) = send(CHAT, "sk-2", chat("What changed?")).await;
+    assert_ne!(other, first, "another tenant, another key");
 
     // The client's own key wins; DeepSeek takes none.
     let mut own = chat("Mine?");
     own["prompt_cache_key"] = json!("my-key");
-    let r = post(
-        &proxy,
-        "/openai/v1/chat/completions",
-        &auth,
-        &own.to_string(),
-    )
-    .await;
-    assert!(r.headers().get("x-cachet-rewrites").is_none());
-    assert_eq!(key_of(&mock.last().body), "my-key");
+    assert_eq!(send(CHAT, "sk-1", own).await, (json!("my-key"), None));
     let mut ds = chat("Deep?");
     ds["model"] = json!("deepseek-chat");
-    post(&proxy, "/deepseek/chat/completions", &auth, &ds.to_string()).await;
-    assert!(key_of(&mock.last().body).is_null());
+    assert!(
+        send("/deepseek/chat/completions", "sk-1", ds)
+            .await
+            .0
+            .is_null()
+    );
 
     // Above 15 a minute the key is sharded.
-    for _ in 0..13 {
-        post(
-            &proxy,
-            "/openai/v1/chat/completions",
-            &auth,
-            &chat("Again?").to_string(),
-        )
-        .await;
+    let mut keys = Vec::new();
+    for _ in 0..14 {
+        keys.push(send(CHAT, "sk-1", chat("Again?")).await.0);
     }
-    assert_eq!(
-        key_of(&mock.last().body),
-        first,
+    assert!(
+        keys[..13].iter().all(|k| *k == first),
         "15 requests share one key"
     );
-    post(
-        &proxy,
-        "/openai/v1/chat/completions",
-        &auth,
-        &chat("Again?").to_string(),
-    )
-    .await;
-    assert_eq!(
-        key_of(&mock.last().body),
-        format!("{}-s1", first.as_str().unwrap())
-    );
+    assert_eq!(keys[13], format!("{}-s1", first.as_str().unwrap()));
 }
