@@ -12,7 +12,7 @@ use crate::plan::openai::Shards;
 use crate::pricing::PriceTable;
 use crate::registry::MemoryRegistry;
 use crate::telemetry::{self, Telemetry};
-use crate::tenant::TenantSecret;
+use crate::tenant::{SecretError, TenantSecret};
 use crate::upstream::UpstreamClient;
 
 #[derive(Clone)]
@@ -50,11 +50,23 @@ impl AppState {
         .map_err(|errors| errors.join("\n"))?;
         let upstream =
             UpstreamClient::new(&config.timeouts).map_err(|e| format!("HTTP client: {e}"))?;
-        let tenant_secret = TenantSecret::load_or_create(
+        let tenant_secret = match TenantSecret::load_or_create(
             Some(config.registry.tenant_secret.as_str()),
             &config.registry.data_dir,
-        )
-        .map_err(|e| format!("registry.tenant_secret: {e}"))?;
+        ) {
+            Ok(secret) => secret,
+            // A read-only filesystem (a locked-down sidecar) must not stop the proxy.
+            Err(SecretError::Io { path, source }) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %source,
+                    "cannot keep a tenant secret on disk; using one for this process only \
+                     (set [registry] tenant_secret to keep tenants across restarts)"
+                );
+                TenantSecret::ephemeral().map_err(|e| format!("registry.tenant_secret: {e}"))?
+            }
+            Err(e) => return Err(format!("registry.tenant_secret: {e}")),
+        };
         let registry = MemoryRegistry::new(clock.clone(), config.registry.max_bytes);
         // The miss explainer's fingerprints share the registry's memory bound.
         let history =

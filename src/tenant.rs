@@ -166,6 +166,14 @@ impl TenantSecret {
         )
     }
 
+    /// A fresh random secret kept in memory only: tenants then change at every start, which
+    /// costs an in-process registry nothing; replicas sharing a registry need a shared one.
+    pub fn ephemeral() -> Result<Self, SecretError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(SecretError::Random)?;
+        Ok(Self(bytes))
+    }
+
     /// The configured secret if any, else the one in `data_dir`, generated there on first use.
     pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> Result<Self, SecretError> {
         if let Some(value) = configured.filter(|v| !v.trim().is_empty()) {

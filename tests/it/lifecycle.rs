@@ -120,3 +120,33 @@ async fn the_grace_period_bounds_how_long_shutdown_waits() {
     assert!(result.unwrap().is_ok());
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn an_unwritable_data_dir_does_not_stop_the_proxy() {
+    // A file where the data directory should be: nothing can be created under it.
+    let blocker = std::env::temp_dir().join(format!("cachet-blocker-{}", std::process::id()));
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let config = cachet::config::Config::load_from(
+        Some(&format!(
+            "[registry]\ndata_dir = \"{}/data\"\n",
+            blocker.display()
+        )),
+        Vec::new(),
+    )
+    .unwrap();
+    let state = cachet::state::AppState::new(config);
+    std::fs::remove_file(&blocker).unwrap();
+    assert!(state.is_ok(), "{:?}", state.err());
+    // A malformed secret file is a configuration error, though.
+    let dir = std::env::temp_dir().join(format!("cachet-bad-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tenant_secret"), b"not hex").unwrap();
+    let config = cachet::config::Config::load_from(
+        Some(&format!("[registry]\ndata_dir = \"{}\"\n", dir.display())),
+        Vec::new(),
+    )
+    .unwrap();
+    let err = cachet::state::AppState::new(config).err().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(err.starts_with("registry.tenant_secret"), "{err}");
+}
