@@ -88,23 +88,6 @@ async fn read_stream(r: reqwest::Response) -> (String, bool) {
     (String::from_utf8(text).unwrap(), false)
 }
 
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-async fn metrics_of(proxy: &TestProxy) -> String {
-    client()
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn injected_429s_then_success_relayed_by_the_proxy() {
     let sim = start_sim(json!({

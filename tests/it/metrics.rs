@@ -2,12 +2,6 @@
 
 use crate::common::*;
 
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test]
 async fn requests_tokens_cost_and_overhead_are_exported() {
     let mock = MockUpstream::start(|_| Reply::json(200, fixture!("anthropic_messages.json"))).await;
@@ -44,17 +38,8 @@ async fn requests_tokens_cost_and_overhead_are_exported() {
 
     let mut text = String::new();
     eventually("three requests recorded", || proxy.recorded() == 4).await;
-    text.push_str(
-        &http
-            .get(proxy.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    let m = |prefix: &str| sample(&text, prefix);
+    text.push_str(&metrics_of(&proxy).await);
+    let m = |prefix: &str| metric(&text, prefix);
     assert_eq!(
         m(
             "cachet_requests_total{upstream=\"metrics-claude\",model=\"claude-sonnet-4-6\",status=\"200\"}"

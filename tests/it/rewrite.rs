@@ -286,22 +286,11 @@ async fn strategies_switch_off_per_upstream_and_branches_are_counted() {
     );
     let on = post(&proxy, "/claude/v1/messages", &[("x-api-key", "k")], &body).await;
     assert_eq!(on.headers()["x-cachet-rewrites"], "cache_control");
-    let text = client()
-        .get(proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_of(&proxy).await;
     // The recorder is the process's: other tests count too, so at least one each.
     for branch in ["strategy_off", "cache_control"] {
         let series = format!("cachet_plan_branch_total{{branch=\"{branch}\"}} ");
-        let count: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
+        let count = metric(&text, &series).unwrap_or(0.0);
         assert!(count >= 1.0, "{series} in\n{text}");
     }
 }
