@@ -59,6 +59,42 @@ pub struct Report {
     pub retention: Duration,
 }
 
+/// Converts between cachet's token estimates (bytes / 4, what marks carry) and the provider's
+/// counts, by one request's own totals, so that nothing depends on exact counts.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    /// The request's input, estimated.
+    pub estimated: u64,
+    /// The same input as the provider counted it.
+    pub reported: u64,
+}
+
+impl Scale {
+    /// The scale of a request whose last mark is its whole prompt.
+    pub fn of(marks: &[Mark], reported: u64) -> Self {
+        Scale {
+            estimated: marks.last().map_or(0, |m| m.tokens),
+            reported,
+        }
+    }
+
+    pub fn to_estimate(self, reported: u64) -> u64 {
+        ratio(reported, self.estimated, self.reported)
+    }
+
+    pub fn to_reported(self, estimated: u64) -> u64 {
+        ratio(estimated, self.reported, self.estimated)
+    }
+}
+
+/// `n × num ÷ den`, 0 when `den` is 0.
+fn ratio(n: u64, num: u64, den: u64) -> u64 {
+    if den == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(n) * u128::from(num) / u128::from(den)).unwrap_or(u64::MAX)
+}
+
 /// What a request's prefixes were predicted to hit, and what the provider then reported, both
 /// in the provider's tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,24 +152,10 @@ impl Registry for MemoryRegistry {
 
     fn observe(&self, tenant: &Tenant, marks: &[Mark], report: Report) -> Outcome {
         let now = self.clock.now();
-        // Marks carry cachet's estimates (bytes / 4); the report counts the provider's tokens.
-        // The request's own totals convert one into the other, so nothing depends on exact
-        // counts.
-        let estimated = marks.last().map_or(0, |m| m.tokens);
-        let to_estimate = |real: u64| -> u64 {
-            if report.input_total == 0 {
-                return 0;
-            }
-            let scaled = u128::from(real) * u128::from(estimated) / u128::from(report.input_total);
-            u64::try_from(scaled).unwrap_or(u64::MAX)
-        };
-        let to_real = |est: u64| -> u64 {
-            if estimated == 0 {
-                return 0;
-            }
-            let scaled = u128::from(est) * u128::from(report.input_total) / u128::from(estimated);
-            u64::try_from(scaled).unwrap_or(u64::MAX)
-        };
+        let scale = Scale::of(marks, report.input_total);
+        let estimated = scale.estimated;
+        let to_estimate = |real| scale.to_estimate(real);
+        let to_real = |est| scale.to_reported(est);
         // Providers read and write whole prefixes that end at marks (breakpoints, block ends),
         // while bytes / 4 is only an estimate of their tokens: a converted count is snapped to
         // the nearest mark when within a quarter of it.

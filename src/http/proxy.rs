@@ -27,6 +27,7 @@ use crate::envelope::Envelope;
 use crate::error::ProxyError;
 use crate::explain::{self, Facts, Fingerprint};
 use crate::plan::{self, Branch, CachePlan};
+use crate::registry::Scale;
 use crate::state::AppState;
 use crate::telemetry::Exchange;
 use crate::telemetry::PLAN_BRANCH_TOTAL;
@@ -411,22 +412,17 @@ fn learn(app: &AppState, ex: &mut Exchange, endpoint: Option<&Endpoint>, usage: 
         return;
     };
     ex.cache_outcome = Some(plan.observe(app.registry(), usage));
-    // The explainer works in cachet's estimates; the request's totals convert.
-    let estimated = plan.marks.last().map_or(0, |m| m.tokens);
-    let to_estimate = |real: u64| {
-        let total = usage.input_total().max(1);
-        u64::try_from(u128::from(real) * u128::from(estimated) / u128::from(total))
-            .unwrap_or(u64::MAX)
-    };
+    // The explainer works in cachet's estimates.
+    let scale = Scale::of(&plan.marks, usage.input_total());
     let min = ex
         .model
         .as_deref()
         .and_then(|m| app.telemetry().min_cacheable_tokens(m))
         .unwrap_or(0);
     let facts = Facts {
-        read: to_estimate(usage.cache_read),
+        read: scale.to_estimate(usage.cache_read),
         retention: plan::retention(plan.provider),
-        min_tokens: to_estimate(min),
+        min_tokens: scale.to_estimate(min),
         now: app.clock().now(),
     };
     let mut miss = app
