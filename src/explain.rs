@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::config::RewriteConfig;
+use crate::mix::splitmix64 as mix;
 use crate::prefix::Boundary;
 use crate::prompt::{Content, Place, Prompt, Segment, SegmentKind, Sink};
 use crate::rewrite::{self, PartView};
@@ -291,13 +292,6 @@ const fn class(b: u8) -> u8 {
 
 fn class_at(classes: &[u8], i: usize) -> Option<u8> {
     classes.get(i / 4).map(|c| (c >> ((i % 4) * 2)) & 3)
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Marks the last message's segments when the question-after-context rewrite would have moved

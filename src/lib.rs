@@ -22,6 +22,7 @@ pub mod envelope;
 pub mod error;
 pub mod explain;
 pub mod http;
+pub mod mix;
 pub mod plan;
 pub mod prefix;
 pub mod pricing;

@@ -15,6 +15,7 @@
 use serde_json::Value;
 
 use super::tokens::tokenizer;
+use crate::mix::splitmix64 as mix;
 
 /// How a block counts for Anthropic's lookback: a run of consecutive `tool_use` blocks is one
 /// position, and so is a run of `tool_result` blocks.
@@ -157,15 +158,6 @@ impl SimPrompt {
 }
 
 const SEED: u64 = 0x6361_6368_6574_7369; // "cachetsi"
-
-/// splitmix64's finaliser: a strong 64-bit mix, so prefix hashes of different token sequences
-/// collide with negligible probability at simulator scale.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// Compact JSON of a non-text block without its `cache_control`.
 fn render_json(value: &Value) -> String {

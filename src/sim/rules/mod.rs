@@ -98,10 +98,8 @@ pub(crate) mod test_support {
         ];
         (0..n)
             .map(|i| {
-                let mut z = ((seed as u64) << 32 | i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                WORDS[((z ^ (z >> 31)) % WORDS.len() as u64) as usize]
+                let z = crate::mix::splitmix64((seed as u64) << 32 | i as u64);
+                WORDS[(z % WORDS.len() as u64) as usize]
             })
             .collect::<Vec<_>>()
             .join(" ")
