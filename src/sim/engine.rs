@@ -129,6 +129,12 @@ impl Engine {
         }
     }
 
+    /// The smallest `cachedContents` the model accepts ("the minimum input token count for
+    /// context caching varies by model", providers.md §3.2): its minimum cacheable prompt.
+    pub fn gemini_min_cache_tokens(&self, model: &str, at: SystemTime) -> u64 {
+        self.min_tokens(model, at, DEFAULT_MIN_GEMINI)
+    }
+
     fn min_tokens(&self, model: &str, at: SystemTime, default: u64) -> u64 {
         self.prices
             .price_on(model, &utc_date(at))

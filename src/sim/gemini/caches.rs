@@ -216,6 +216,20 @@ pub(super) async fn create(
     let expire_time = requested_expiry(&req, now)?.unwrap_or(now + DEFAULT_TTL);
     let seq = ctx.sim.next_id();
     let tokens = SimPrompt::build(prompt_parts(&req)).tokens();
+    let min = ctx
+        .sim
+        .engine
+        .gemini_min_cache_tokens(bare_model(&model), now);
+    if tokens < min {
+        // The API's own wording for a cache below the model's minimum.
+        return Err(SimError::bad_request(
+            D,
+            format!(
+                "Cached content is too small. total_token_count={tokens}, \
+                 min_total_token_count={min}"
+            ),
+        ));
+    }
     ctx.sim
         .engine
         .gemini_cache_created(&caller.key, bare_model(&model), tokens, now);

@@ -213,11 +213,30 @@ fn cache_body() -> (Value, u64) {
     let body = json!({
         "model": "models/gemini-2.5-flash",
         "displayName": "doc",
-        "contents": [{"role": "user", "parts": [{"text": "a long document"}]}],
+        "contents": [{"role": "user", "parts": [{"text": "a long document. ".repeat(700)}]}],
         "systemInstruction": {"parts": [{"text": "you answer questions"}]},
     });
     let n = render(&body).tokens();
     (body, n)
+}
+
+#[tokio::test]
+async fn a_cache_below_the_models_minimum_is_refused() {
+    let (_, app) = sim();
+    let small = json!({
+        "model": "models/gemini-2.5-flash",
+        "contents": [{"role": "user", "parts": [{"text": "a short document"}]}],
+    });
+    let res = post(&app, "/gemini/v1beta/cachedContents", &small).await;
+    error_status(&res, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert!(
+        json_of(&res)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("min_total_token_count=2048")
+    );
+    let (_, n) = cache_body();
+    assert!(n >= 2048, "the tests' cache is large enough: {n}");
 }
 
 async fn create_cache(app: &Router, extra: Value) -> Value {
