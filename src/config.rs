@@ -30,6 +30,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub shutdown: Shutdown,
     pub usage: UsageConfig,
+    pub coalesce: CoalesceConfig,
     pub rewrite: RewriteConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
@@ -70,6 +71,14 @@ pub struct Shutdown {
 #[serde(deny_unknown_fields)]
 pub struct UsageConfig {
     pub inject_include_usage: bool,
+}
+
+/// Single-flight for cold prefixes (`flight`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoalesceConfig {
+    #[serde(with = "duration")]
+    pub max_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -419,6 +428,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         key: key.to_owned(),
     };
     let workers = section("workers");
+    let coalesce = section("coalesce");
     let (listen, limits, timeouts, shutdown) = (
         section("listen"),
         section("limits"),
@@ -439,6 +449,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     let timeouts = timeouts.read::<Timeouts>(errors);
     let shutdown = shutdown.read::<Shutdown>(errors);
     let usage = usage.read::<UsageConfig>(errors);
+    let coalesce = coalesce.read::<CoalesceConfig>(errors);
     let rewrite = rewrite.read::<RewriteConfig>(errors);
     let registry = registry.read::<RegistryConfig>(errors);
     let log = log.read::<LogConfig>(errors);
@@ -455,6 +466,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         timeouts: timeouts?,
         shutdown: shutdown?,
         usage: usage?,
+        coalesce: coalesce?,
         rewrite: rewrite?,
         registry: registry?,
         log: log?,

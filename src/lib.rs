@@ -21,6 +21,7 @@ pub mod dialect;
 pub mod envelope;
 pub mod error;
 pub mod explain;
+pub mod flight;
 pub mod http;
 pub mod mix;
 pub mod plan;

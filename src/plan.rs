@@ -5,6 +5,7 @@
 //! on this plan; until they exist the plan places nothing and only describes the request.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use std::time::Duration;
@@ -27,6 +28,12 @@ pub enum Branch {
     ClientCacheKey,
     /// The client's markers fill every slot.
     ClientMarkers,
+    /// A live Gemini cached content referenced.
+    CachedContent,
+    /// A Gemini cached content created for the request.
+    CachedContentCreate,
+    /// The client references its own cached content.
+    ClientCachedContent,
     /// Nothing likely to come back in time, or below the minimum.
     NoCandidate,
     /// `x-cachet-rewrite: off`.
@@ -44,6 +51,9 @@ impl Branch {
             Branch::PromptCacheKey => "prompt_cache_key",
             Branch::ClientCacheKey => "client_cache_key",
             Branch::ClientMarkers => "client_markers",
+            Branch::CachedContent => "cached_content",
+            Branch::CachedContentCreate => "cached_content_create",
+            Branch::ClientCachedContent => "client_cached_content",
             Branch::NoCandidate => "no_candidate",
             Branch::RewriteOff => "rewrite_off",
             Branch::StrategyOff => "strategy_off",

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use moka::sync::Cache;
 
 use crate::clock::Clock;
+use crate::plan::gemini::Live;
 use crate::prefix::PrefixKey;
 use crate::tenant::Tenant;
 
@@ -220,6 +221,66 @@ impl Registry for MemoryRegistry {
             actual: report.cache_read,
             dropped,
         }
+    }
+}
+
+/// The Gemini cached contents cachet created, by tenant and the prefix each holds: a cache is
+/// only ever referenced for the tenant whose credential created it.
+pub struct ContentCaches {
+    entries: Cache<(Tenant, PrefixKey), Live>,
+    /// Prefixes whose create the provider refused (too small, say), until when not to ask again.
+    refused: Cache<(Tenant, PrefixKey), SystemTime>,
+}
+
+/// Live caches kept: far more than a tenant's working set, bounded all the same.
+const CONTENT_CACHES: u64 = 100_000;
+
+impl ContentCaches {
+    pub fn new() -> Self {
+        ContentCaches {
+            entries: Cache::new(CONTENT_CACHES),
+            refused: Cache::new(CONTENT_CACHES),
+        }
+    }
+
+    /// The cache holding `key` for `tenant`, unless it has expired by `now`.
+    pub fn get(&self, tenant: &Tenant, key: &PrefixKey, now: SystemTime) -> Option<Live> {
+        let live = self.entries.get(&(*tenant, *key))?;
+        if live.expires <= now {
+            self.entries.invalidate(&(*tenant, *key));
+            return None;
+        }
+        Some(live)
+    }
+
+    /// The provider refused to create a cache of `key`: not asked again before `until`.
+    pub fn refuse(&self, tenant: &Tenant, key: &PrefixKey, until: SystemTime) {
+        self.refused.insert((*tenant, *key), until);
+    }
+
+    pub fn is_refused(&self, tenant: &Tenant, key: &PrefixKey, now: SystemTime) -> bool {
+        self.refused
+            .get(&(*tenant, *key))
+            .is_some_and(|until| now < until)
+    }
+
+    pub fn insert(&self, tenant: &Tenant, key: &PrefixKey, live: Live) {
+        self.entries.insert((*tenant, *key), live);
+    }
+
+    /// Forgets the cache `name` held for `key` (it has vanished upstream), unless another
+    /// has taken its place meanwhile.
+    pub fn forget(&self, tenant: &Tenant, key: &PrefixKey, name: &str) {
+        let id = (*tenant, *key);
+        if self.entries.get(&id).is_some_and(|l| l.name == name) {
+            self.entries.invalidate(&id);
+        }
+    }
+}
+
+impl Default for ContentCaches {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -8,9 +8,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::clock::Clock;
 use crate::config::{Config, Upstream};
 use crate::explain::History;
+use crate::flight::Flights;
 use crate::plan::openai::Shards;
 use crate::pricing::PriceTable;
-use crate::registry::MemoryRegistry;
+use crate::registry::{ContentCaches, MemoryRegistry};
 use crate::telemetry::{self, Telemetry};
 use crate::tenant::{SecretError, TenantSecret};
 use crate::upstream::UpstreamClient;
@@ -31,6 +32,8 @@ struct Inner {
     history: History,
     clock: Arc<Clock>,
     shards: Shards,
+    contents: ContentCaches,
+    flights: Flights,
 }
 
 impl AppState {
@@ -85,11 +88,23 @@ impl AppState {
             history,
             clock,
             shards: Shards::default(),
+            contents: ContentCaches::new(),
+            flights: Flights::default(),
         })))
     }
 
     pub fn tenant_secret(&self) -> &TenantSecret {
         &self.0.tenant_secret
+    }
+
+    /// The Gemini cached contents cachet created.
+    pub fn content_caches(&self) -> &ContentCaches {
+        &self.0.contents
+    }
+
+    /// Writes of new prefixes in flight (single-flight).
+    pub fn flights(&self) -> &Flights {
+        &self.0.flights
     }
 
     pub fn registry(&self) -> &MemoryRegistry {

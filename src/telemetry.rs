@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::{LogConfig, LogFormat};
 use crate::explain::{Explanation, Fingerprint};
 use crate::plan::CachePlan;
-use crate::pricing::{Cost, PriceTable};
+use crate::pricing::{Cost, PriceTable, Rates};
 use crate::registry::Outcome as CacheOutcome;
 use crate::upstream::body::{Observed, Outcome};
 use crate::usage::Usage;
@@ -129,10 +129,36 @@ fn status_label(status: u16) -> &'static str {
     std::str::from_utf8(&digits).map_or("unknown", label)
 }
 
-/// One request's facts, filled in as they become known along the request path.
+/// Who made an upstream call: the client, or cachet on its own for a client's request
+/// (DESIGN.md Definitions: each of these has its own record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Call {
+    #[default]
+    Client,
+    CacheCreate,
+    CacheExtend,
+    /// The client's request sent again, without a cache that had vanished upstream.
+    Resend,
+}
+
+impl Call {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::Client => "client",
+            Call::CacheCreate => "cache_create",
+            Call::CacheExtend => "cache_extend",
+            Call::Resend => "resend",
+        }
+    }
+}
+
+/// One upstream call's facts, filled in as they become known along the request path.
 #[derive(Debug, Clone)]
 pub struct Exchange {
     pub request_id: String,
+    pub call: Call,
+    /// For a call cachet made on its own: the client request that caused it.
+    pub caused_by: Option<String>,
     pub upstream: Option<String>,
     pub endpoint: Option<&'static str>,
     pub model: Option<String>,
@@ -163,6 +189,8 @@ impl Exchange {
     pub fn new(request_id: String, received: Instant) -> Self {
         Self {
             request_id,
+            call: Call::Client,
+            caused_by: None,
             upstream: None,
             endpoint: None,
             model: None,
@@ -291,6 +319,31 @@ impl Telemetry {
         );
     }
 
+    /// Records a call whose response cachet read in full itself (its own calls: cache creates
+    /// and extensions), with the usage it billed.
+    pub fn record_call(&self, ex: &Exchange, usage: Option<Usage>) {
+        let ended = Instant::now();
+        let observed = Observed {
+            outcome: Outcome::Complete,
+            usage,
+            tap_lost: false,
+            first_byte: None,
+            ended,
+            relay_overhead: Duration::ZERO,
+        };
+        self.record(ex, &observed, Duration::ZERO, None);
+    }
+
+    /// Pricing rates of `model` on the day of `now` and its minimum cacheable prompt.
+    pub fn rates_on(
+        &self,
+        model: &str,
+        now: std::time::SystemTime,
+    ) -> Option<(Rates, Option<u64>)> {
+        let price = self.prices.price_on(model, &crate::clock::utc_date(now))?;
+        Some((price.rates.clone(), price.min_cacheable_tokens))
+    }
+
     /// Records a request whose upstream body has ended (or was abandoned).
     pub fn record_observed(&self, ex: &Exchange, observed: &Observed) {
         if let Some(miss) = &ex.miss {
@@ -378,6 +431,8 @@ impl Telemetry {
         tracing::info!(
             target: "cachet::request",
             request_id = %ex.request_id,
+            call = ex.call.as_str(),
+            caused_by = ex.caused_by.as_deref(),
             upstream = %upstream,
             endpoint = ex.endpoint.unwrap_or("passthrough"),
             model = ex.model.as_deref().unwrap_or("-"),

@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, header};
 use http_body_util::BodyExt;
 
+use super::cached_content::{self, Referenced};
 use super::{PREFIX_HEADER, REWRITE_HEADER, REWRITES_HEADER, RequestId, TEAM_HEADER};
 use crate::config::{ProviderKind, RewriteConfig, Strategy, Upstream};
 use crate::dialect::anthropic::markers;
@@ -26,11 +27,12 @@ use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
 use crate::error::ProxyError;
 use crate::explain::{self, Facts, Fingerprint};
+use crate::plan::gemini::Decision;
 use crate::plan::{self, Branch, CachePlan};
 use crate::registry::Scale;
 use crate::state::AppState;
-use crate::telemetry::Exchange;
 use crate::telemetry::PLAN_BRANCH_TOTAL;
+use crate::telemetry::{Call, Exchange};
 use crate::tenant::{Credential, Tenant};
 use crate::upstream::body::{Framing, ObservedBody, Outcome, Tap};
 use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
@@ -165,13 +167,15 @@ async fn send(
         &Credential::from_request(&parts.headers, parts.uri.query()),
     );
     let mut headers = request_headers(parts.headers, json_route.is_none());
-    let (body, info, strip_usage_chunk) = match json_route {
+    let prepared = match json_route {
         Some(route) => {
             let rewrite = (!rewrite_off).then_some(&app.config().rewrite);
             let target = Target {
                 route,
                 upstream,
                 tenant,
+                headers: &headers,
+                query: parts.uri.query(),
             };
             json_body(app, ex, target, body, declared_length, rewrite).await?
         }
@@ -182,9 +186,20 @@ async fn send(
             } else {
                 OutgoingBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream()))
             };
-            (body, info.unwrap_or_default(), false)
+            Prepared {
+                body,
+                info: info.unwrap_or_default(),
+                strip_usage_chunk: false,
+                referenced: None,
+            }
         }
     };
+    let Prepared {
+        body,
+        info,
+        strip_usage_chunk,
+        referenced,
+    } = prepared;
     if endpoint.is_some() {
         ask_identity_encoding(&mut headers);
     }
@@ -194,25 +209,66 @@ async fn send(
     let sent = Instant::now();
     ex.pre_send = sent.duration_since(ex.received);
     ex.sent = Some(sent);
+    let again = referenced.as_ref().map(|_| {
+        (
+            parts.method.clone(),
+            path_and_query.clone(),
+            headers.clone(),
+        )
+    });
     let outgoing = Outgoing {
         method: parts.method,
         path_and_query,
         headers,
         body,
     };
-    let response = app.upstream_client().send(upstream, outgoing).await?;
+    let mut response = app.upstream_client().send(upstream, outgoing).await?;
     ex.status = response.status().as_u16();
+    if let (Some(referenced), Some((method, path_and_query, headers))) = (referenced, again)
+        && cached_content::vanished(response.status())
+    {
+        // The cache is gone (deleted, expired early, or not this key's): this attempt gets its
+        // own record, and the request goes again as it would have without the cache.
+        app.content_caches()
+            .forget(&referenced.tenant, &referenced.key, &referenced.name);
+        let _ = response.bytes().await;
+        app.telemetry().record_call(ex, None);
+        ex.caused_by = Some(ex.request_id.clone());
+        ex.call = Call::Resend;
+        ex.rewrites.retain(|r| *r != "cached_content");
+        let outgoing = Outgoing {
+            method,
+            path_and_query,
+            headers,
+            body: OutgoingBody::Bytes(referenced.fallback),
+        };
+        response = app.upstream_client().send(upstream, outgoing).await?;
+        ex.status = response.status().as_u16();
+    }
     Ok(Sent {
         response,
         strip_usage_chunk,
     })
 }
 
-/// Where a modelled request goes: its route, the upstream's provider and the caller's tenant.
+/// Where a modelled request goes: its route, the upstream's provider and the caller's tenant,
+/// with the headers and query it is sent with (cachet's own calls for it reuse the credential).
 struct Target<'a> {
     route: &'a Endpoint,
     upstream: &'a Upstream,
     tenant: Tenant,
+    headers: &'a http::HeaderMap,
+    query: Option<&'a str>,
+}
+
+/// A modelled request's body, ready to send.
+struct Prepared {
+    body: OutgoingBody,
+    info: RequestInfo,
+    /// Cachet asked for the stream's usage chunk (to drop on the way back).
+    strip_usage_chunk: bool,
+    /// The request reads a Gemini cache that may have vanished.
+    referenced: Option<Referenced>,
 }
 
 /// A modelled route's JSON body: read within the limit, checked, and edited where a rewrite
@@ -225,7 +281,7 @@ async fn json_body(
     body: Body,
     declared_length: Option<u64>,
     rewrite: Option<&RewriteConfig>,
-) -> Result<(OutgoingBody, RequestInfo, bool), ProxyError> {
+) -> Result<Prepared, ProxyError> {
     let route = target.route;
     let limit = app.config().limits.max_body_bytes;
     let body = read_limited(body, declared_length, limit).await?;
@@ -253,6 +309,15 @@ async fn json_body(
     let client_cache_key = env.field("prompt_cache_key").is_some_and(|v| !v.is_null());
     let anthropic = target.upstream.provider == ProviderKind::Anthropic
         && *route == Endpoint::AnthropicMessages;
+    let gemini_model = match route {
+        Endpoint::GeminiGenerate { model, .. }
+            if target.upstream.provider == ProviderKind::Gemini =>
+        {
+            Some(model.as_str())
+        }
+        _ => None,
+    };
+    let mut gemini = None;
     let tree_markers = match anthropic {
         true => env.tree().map(markers::client_markers).unwrap_or_default(),
         false => markers::ClientMarkers::default(),
@@ -271,8 +336,22 @@ async fn json_body(
         let openai = matches!(route, Endpoint::Chat | Endpoint::Responses)
             && target.upstream.accepts_prompt_cache_key;
         let branch = match () {
-            _ if !anthropic && !openai => Branch::Unplanned,
+            _ if !anthropic && !openai && gemini_model.is_none() => Branch::Unplanned,
             _ if rewrite.is_none() => Branch::RewriteOff,
+            _ if gemini_model.is_some() && prompt.context.is_some() => Branch::ClientCachedContent,
+            _ if gemini_model.is_some() && !target.upstream.allows(Strategy::CachedContent) => {
+                Branch::StrategyOff
+            }
+            _ if gemini_model.is_some() => {
+                let decision = cached_content::decide(app, &target.tenant, &prompt, &boundaries);
+                let branch = match &decision {
+                    Decision::Reference { .. } => Branch::CachedContent,
+                    Decision::Create { .. } => Branch::CachedContentCreate,
+                    Decision::Nothing => Branch::NoCandidate,
+                };
+                gemini = Some(decision);
+                branch
+            }
             _ if anthropic && !target.upstream.allows(Strategy::CacheControl) => {
                 Branch::StrategyOff
             }
@@ -308,6 +387,20 @@ async fn json_body(
     {
         ex.rewrites.push("prompt_cache_key");
     }
+    let mut referenced = None;
+    if let (Some(decision), Some(model)) = (gemini, gemini_model) {
+        let caller = cached_content::Caller {
+            upstream: target.upstream,
+            tenant: target.tenant,
+            headers: target.headers,
+            query: target.query,
+            model,
+        };
+        referenced = cached_content::carry_out(app, ex, &caller, &mut env, decision).await;
+        if referenced.is_some() {
+            ex.rewrites.push("cached_content");
+        }
+    }
     // Last, as in the contract's vocabulary.
     if strip {
         ex.rewrites.push("include_usage");
@@ -318,7 +411,12 @@ async fn json_body(
     if app.config().log.excerpts {
         ex.excerpt_source = Some(bytes.clone());
     }
-    Ok((OutgoingBody::Bytes(bytes), info, strip))
+    Ok(Prepared {
+        body: OutgoingBody::Bytes(bytes),
+        info,
+        strip_usage_chunk: strip,
+        referenced,
+    })
 }
 
 /// The client's response: the upstream's status and headers (hop-by-hop removed, plus

@@ -177,3 +177,37 @@ fn the_memory_bound_holds() {
         reg.entries.entry_count()
     );
 }
+
+#[test]
+fn content_caches_are_per_tenant_expire_and_are_forgotten_by_name() {
+    let caches = ContentCaches::new();
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let (a, b) = (tenant("a"), tenant("b"));
+    let key = PrefixKey([9; 32]);
+    let live = |name: &str, secs| Live {
+        name: name.into(),
+        expires: t0 + Duration::from_secs(secs),
+    };
+    caches.insert(&a, &key, live("cachedContents/x", 600));
+    assert_eq!(
+        caches.get(&a, &key, t0).map(|l| l.name),
+        Some("cachedContents/x".into())
+    );
+    assert!(caches.get(&b, &key, t0).is_none(), "never another tenant's");
+    assert!(
+        caches
+            .get(&a, &key, t0 + Duration::from_secs(600))
+            .is_none(),
+        "expired"
+    );
+    caches.insert(&a, &key, live("cachedContents/y", 600));
+    // A stale name does not drop the cache that replaced it.
+    caches.forget(&a, &key, "cachedContents/x");
+    assert!(caches.get(&a, &key, t0).is_some());
+    caches.forget(&a, &key, "cachedContents/y");
+    assert!(caches.get(&a, &key, t0).is_none());
+    caches.refuse(&a, &key, t0 + Duration::from_secs(60));
+    assert!(caches.is_refused(&a, &key, t0));
+    assert!(!caches.is_refused(&b, &key, t0));
+    assert!(!caches.is_refused(&a, &key, t0 + Duration::from_secs(60)));
+}

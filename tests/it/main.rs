@@ -10,6 +10,7 @@ mod common;
 mod errors;
 mod explain;
 mod faults;
+mod gemini_cache;
 mod lifecycle;
 mod metrics;
 mod passthrough;

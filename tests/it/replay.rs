@@ -35,14 +35,38 @@ async fn every_workload_replays_and_no_route_beats_the_oracle() {
                 .sum();
             assert_eq!(direct.tokens.input_total(), rendered, "{label}");
             let cachet = route(&report, Route::Cachet);
-            let strategy = workload.provider == Provider::Anthropic;
+            let strategy = matches!(workload.provider, Provider::Anthropic | Provider::Gemini);
             if workload.context_first.is_none() && workload.provider != Provider::Vllm && !strategy
             {
                 // Nothing to move and no placement strategy yet: the same bill as direct.
                 assert_eq!(cachet.tokens, direct.tokens, "{label}");
                 assert_eq!(cachet.cost_nusd, direct.cost_nusd, "{label}");
             }
-            if strategy {
+            if workload.provider == Provider::Gemini {
+                // Explicit caches never cost more than 1% of the no-cache input over direct or
+                // the fixed system cache, and where they pay they beat the fixed cache.
+                // Against the prompts as the workload sends them, all uncached (a route's own
+                // `uncached_nusd` counts its cache creates too).
+                let no_cache = direct.uncached_nusd.unwrap() as f64;
+                let saved =
+                    |r: &cachet::replay::run::RouteResult| no_cache - r.cost_nusd.unwrap() as f64;
+                let fixed = route(&report, Route::Fixed);
+                let floor = saved(direct).max(saved(fixed));
+                let slack = 0.01 * no_cache;
+                assert!(
+                    saved(cachet) >= floor - slack,
+                    "{label}: {} < {floor}",
+                    saved(cachet)
+                );
+                if matches!(name, "chat" | "agent") {
+                    assert!(
+                        saved(cachet) > saved(fixed),
+                        "{label}: {} <= {}",
+                        saved(cachet),
+                        saved(fixed)
+                    );
+                }
+            } else if strategy {
                 // cachet's breakpoints never lose money, and beat the gateways' fixed placement
                 // except on chat, where both place the same two markers in effect (79% each,
                 // measured).

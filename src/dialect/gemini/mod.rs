@@ -1,5 +1,6 @@
 //! Google Gemini (`generativelanguage.googleapis.com`), under `/v1beta/` and `/v1/`.
 
+pub mod cache;
 pub mod prompt;
 pub mod rewrite;
 

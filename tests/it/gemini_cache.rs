@@ -1,0 +1,192 @@
+//! Gemini explicit caching through the proxy, against the simulator: a prefix sent again and
+//! again gets a `cachedContents` created with the caller's key and referenced; a cache that
+//! vanished upstream is forgotten and the request resent without it, transparently; another
+//! key never reads it.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn start_sim() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(cachet::server::nodelay(listener), cachet::sim::router(0)).await
+    });
+    sim
+}
+
+/// A proxy whose `name` upstream is the simulator's Gemini mount.
+async fn proxy_for(sim: SocketAddr, name: &str, extra: &str) -> TestProxy {
+    TestProxy::spawn(&format!(
+        "[[upstreams]]\nname = \"{name}\"\nprovider = \"gemini\"\nbase_url = \"http://{sim}/gemini\"\n{extra}"
+    ))
+    .await
+}
+
+/// A question about a long document, asked question first in one string (the rewrite splits
+/// it into two Contents, the document first).
+fn request(question: &str) -> String {
+    let document = "The annual report covers revenue, costs, hiring and the outlook for \
+                    each region in detail. "
+        .repeat(150);
+    json!({
+        "systemInstruction": {"parts": [{"text": "Answer from the document."}]},
+        "contents": [{"role": "user", "parts": [{"text": format!("{question}\n\n{document}")}]}],
+        "generationConfig": {"maxOutputTokens": 20},
+    })
+    .to_string()
+}
+
+struct Answer {
+    status: u16,
+    rewrites: String,
+    cached: u64,
+    prompt: u64,
+}
+
+async fn ask(proxy: &TestProxy, mount: &str, key: &str, question: &str) -> Answer {
+    let r = client()
+        .post(proxy.url(&format!(
+            "/{mount}/v1beta/models/gemini-2.5-flash:generateContent"
+        )))
+        .header("x-goog-api-key", key)
+        .header("content-type", "application/json")
+        .body(request(question))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let rewrites = r
+        .headers()
+        .get("x-cachet-rewrites")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let usage = &body["usageMetadata"];
+    Answer {
+        status,
+        rewrites,
+        cached: usage["cachedContentTokenCount"].as_u64().unwrap_or(0),
+        prompt: usage["promptTokenCount"].as_u64().unwrap_or(0),
+    }
+}
+
+async fn caches_of(sim: SocketAddr, key: &str) -> Vec<Value> {
+    let r = client()
+        .get(format!("http://{sim}/gemini/v1beta/cachedContents"))
+        .header("x-goog-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    body["cachedContents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_reused_document_is_cached_referenced_and_resent_when_the_cache_vanishes() {
+    let sim = start_sim().await;
+    let proxy = proxy_for(sim, "gemini-cc", "").await;
+    // First and second sight: nothing known of its reuse yet, sent as it is.
+    for q in ["What was revenue?", "What were the costs?"] {
+        let a = ask(&proxy, "gemini-cc", "key-a", q).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.cached, 0);
+        assert!(!a.rewrites.contains("cached_content"), "{}", a.rewrites);
+    }
+    assert!(caches_of(sim, "key-a").await.is_empty());
+    // Third, moments later: a cache of the system instruction and the document, created with
+    // the caller's own key, and read by this very request.
+    let third = ask(&proxy, "gemini-cc", "key-a", "Who was hired?").await;
+    assert_eq!(third.status, 200);
+    assert_eq!(
+        third.rewrites,
+        "question_last,gemini_split_turn,cached_content"
+    );
+    let caches = caches_of(sim, "key-a").await;
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let cache_tokens = caches[0]["usageMetadata"]["totalTokenCount"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(third.cached, cache_tokens);
+    assert!(
+        third.prompt > third.cached,
+        "the question is the request's own"
+    );
+    // The fourth reads it too; no second cache.
+    let fourth = ask(&proxy, "gemini-cc", "key-a", "What is the outlook?").await;
+    assert_eq!(fourth.cached, cache_tokens);
+    assert_eq!(caches_of(sim, "key-a").await.len(), 1);
+
+    // Another key sending the same prompt never reads key-a's cache.
+    for q in ["What was revenue?", "What were the costs?"] {
+        let other = ask(&proxy, "gemini-cc", "key-b", q).await;
+        assert_eq!(other.status, 200);
+        assert_eq!(other.cached, 0);
+        assert!(!other.rewrites.contains("cached_content"));
+    }
+
+    // The cache vanishes behind cachet's back: the next request is answered all the same,
+    // without it, and the stale cache is forgotten (the one after creates a new one).
+    let name = caches[0]["name"].as_str().unwrap();
+    let deleted = client()
+        .delete(format!("http://{sim}/gemini/v1beta/{name}"))
+        .header("x-goog-api-key", "key-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let after = ask(&proxy, "gemini-cc", "key-a", "Any risks?").await;
+    assert_eq!(after.status, 200, "resent without the vanished cache");
+    assert_eq!(after.cached, 0);
+    assert!(
+        !after.rewrites.contains("cached_content"),
+        "{}",
+        after.rewrites
+    );
+    assert!(after.prompt > cache_tokens, "the whole prompt sent again");
+    let again = ask(&proxy, "gemini-cc", "key-a", "Any news?").await;
+    assert_eq!(again.status, 200);
+    assert!(again.rewrites.contains("cached_content"));
+    assert_eq!(again.cached, cache_tokens);
+
+    let metrics = metrics_of(&proxy).await;
+    let requests = |status: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "cachet_requests_total{{upstream=\"gemini-cc\",model=\"gemini-2.5-flash\",status=\"{status}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    // 8 client requests answered, 2 creates, and the one attempt that found the cache gone.
+    assert_eq!(requests("200"), 10.0);
+    assert_eq!(requests("404"), 1.0);
+}
+
+#[tokio::test]
+async fn with_the_strategy_off_nothing_is_cached() {
+    let sim = start_sim().await;
+    let proxy = proxy_for(sim, "gemini-cc-off", "strategies = []").await;
+    for q in ["a?", "b?", "c?", "d?"] {
+        let a = ask(&proxy, "gemini-cc-off", "key-off", q).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.cached, 0);
+    }
+    assert!(caches_of(sim, "key-off").await.is_empty());
+    let metrics = metrics_of(&proxy).await;
+    assert!(
+        metric(
+            &metrics,
+            "cachet_plan_branch_total{branch=\"strategy_off\"}"
+        )
+        .unwrap_or(0.0)
+            >= 4.0
+    );
+}
