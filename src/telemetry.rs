@@ -181,6 +181,8 @@ pub struct Exchange {
     pub fingerprint: Option<std::sync::Arc<Fingerprint>>,
     /// Why the request read less than its tenant's history allowed.
     pub miss: Option<Explanation>,
+    /// How long the request waited for another one writing the same new prefix.
+    pub coalesced: Option<Duration>,
     /// The body as sent upstream, kept only when `log.excerpts` is on.
     pub excerpt_source: Option<bytes::Bytes>,
 }
@@ -206,6 +208,7 @@ impl Exchange {
             cache_outcome: None,
             fingerprint: None,
             miss: None,
+            coalesced: None,
             excerpt_source: None,
         }
     }
@@ -451,6 +454,7 @@ impl Telemetry {
             latency_ms = ms(ended.duration_since(ex.received)),
             ttfb_ms = first_byte.map(|f| ms(f.duration_since(ex.received))),
             overhead_ms = ms(overhead),
+            coalesced_ms = ex.coalesced.map(ms),
             rewrites = %ex.rewrites.join(","),
             prefix = ex.plan.as_ref().and_then(CachePlan::reusable_key).map(|k| k.short()),
             predicted_cached = ex.cache_outcome.map(|o| o.predicted),

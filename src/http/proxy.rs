@@ -27,6 +27,7 @@ use crate::dialect::{self, Dialect, Endpoint, RequestInfo, openai};
 use crate::envelope::Envelope;
 use crate::error::ProxyError;
 use crate::explain::{self, Facts, Fingerprint};
+use crate::flight::{self, Lead, Seat};
 use crate::plan::gemini::Decision;
 use crate::plan::{self, Branch, CachePlan};
 use crate::registry::Scale;
@@ -191,6 +192,7 @@ async fn send(
                 info: info.unwrap_or_default(),
                 strip_usage_chunk: false,
                 referenced: None,
+                lead: None,
             }
         }
     };
@@ -199,6 +201,7 @@ async fn send(
         info,
         strip_usage_chunk,
         referenced,
+        lead,
     } = prepared;
     if endpoint.is_some() {
         ask_identity_encoding(&mut headers);
@@ -224,6 +227,8 @@ async fn send(
     };
     let mut response = app.upstream_client().send(upstream, outgoing).await?;
     ex.status = response.status().as_u16();
+    // The response has begun: the provider holds the prefix, the requests waiting may read it.
+    drop(lead);
     if let (Some(referenced), Some((method, path_and_query, headers))) = (referenced, again)
         && cached_content::vanished(response.status())
     {
@@ -269,6 +274,8 @@ struct Prepared {
     strip_usage_chunk: bool,
     /// The request reads a Gemini cache that may have vanished.
     referenced: Option<Referenced>,
+    /// The request is the first to write a new prefix: others wait until its response begins.
+    lead: Option<Lead>,
 }
 
 /// A modelled route's JSON body: read within the limit, checked, and edited where a rewrite
@@ -318,6 +325,7 @@ async fn json_body(
         _ => None,
     };
     let mut gemini = None;
+    let mut write = None;
     let tree_markers = match anthropic {
         true => env.tree().map(markers::client_markers).unwrap_or_default(),
         false => markers::ClientMarkers::default(),
@@ -377,8 +385,15 @@ async fn json_body(
             },
         };
         metrics::counter!(PLAN_BRANCH_TOTAL, "branch" => branch.as_str()).increment(1);
+        if target.upstream.allows(Strategy::SingleFlight) {
+            write = new_write(app, &plan, &prompt, &boundaries, &breakpoints, branch);
+        }
         ex.plan = Some(plan);
     }
+    let lead = match write {
+        Some(key) => coalesce(app, ex, &target.tenant, &key).await,
+        None => None,
+    };
     if !breakpoints.is_empty() && env.edit(|tree| markers::apply(tree, &breakpoints)) {
         ex.rewrites.push("cache_control");
     }
@@ -416,6 +431,7 @@ async fn json_body(
         info,
         strip_usage_chunk: strip,
         referenced,
+        lead,
     })
 }
 
@@ -501,6 +517,67 @@ fn anthropic_breakpoints(
     let last = prompt.segments.len().saturating_sub(1);
     let last_place = prompt.segments.last().map(|s| s.place);
     plan::anthropic::place(&candidates, &client, min, last, last_place)
+}
+
+/// The new prefix this request would write, if any: the longest breakpoint cachet placed, or
+/// for the automatic caches (`prompt_cache_key`) the reusable prefix, unless the registry
+/// believes it cached already (then the request reads it) or it is below the model's minimum.
+fn new_write(
+    app: &AppState,
+    plan: &CachePlan,
+    prompt: &prompt::Prompt<'_>,
+    boundaries: &[prefix::Boundary],
+    breakpoints: &[(prompt::Place, plan::Ttl)],
+    branch: Branch,
+) -> Option<prefix::PrefixKey> {
+    let mark = match branch {
+        Branch::CacheControl => {
+            let last = prompt
+                .segments
+                .iter()
+                .rposition(|s| breakpoints.iter().any(|(p, _)| *p == s.place))?;
+            boundaries
+                .iter()
+                .rfind(|b| b.segment_end && b.segment == last)
+                .map(|b| (b.key, b.tokens))
+        }
+        Branch::PromptCacheKey | Branch::ClientCacheKey => {
+            let min = prompt
+                .model
+                .and_then(|m| app.telemetry().min_cacheable_tokens(m))
+                .unwrap_or(1024);
+            plan.reusable
+                .filter(|m| m.tokens >= min)
+                .map(|m| (m.key, m.tokens))
+        }
+        _ => None,
+    };
+    let (key, _) = mark?;
+    let now = app.clock().now();
+    let cached = app
+        .registry()
+        .get(&plan.tenant, &key)
+        .is_some_and(|k| k.believed_cached(now));
+    (!cached).then_some(key)
+}
+
+/// Single-flight: the first request to write `key` leads (the returned `Lead`, held until its
+/// response begins); a later one waits for it, at most `coalesce.max_wait`.
+async fn coalesce(
+    app: &AppState,
+    ex: &mut Exchange,
+    tenant: &Tenant,
+    key: &prefix::PrefixKey,
+) -> Option<Lead> {
+    match app.flights().board(tenant, key) {
+        Seat::Leader(lead) => Some(lead),
+        Seat::Follower(rx) => {
+            let started = Instant::now();
+            flight::follow(rx, app.config().coalesce.max_wait).await;
+            ex.coalesced = Some(started.elapsed());
+            None
+        }
+    }
 }
 
 /// After a complete answer: the registry learns what the provider reported, and the explainer

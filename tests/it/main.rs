@@ -18,4 +18,5 @@ mod replay;
 mod rewrite;
 mod robustness;
 mod simulator;
+mod single_flight;
 mod streaming;
