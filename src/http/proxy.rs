@@ -505,6 +505,7 @@ fn anthropic_breakpoints(
         Some(k) => plan::anthropic::Known {
             cached: k.believed_cached(now),
             gap: now.duration_since(k.last_seen).ok(),
+            age: now.duration_since(k.first_seen).ok(),
             reuses: k.reuses,
         },
         None => plan::anthropic::Known::default(),

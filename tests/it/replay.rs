@@ -67,21 +67,24 @@ async fn every_workload_replays_and_no_route_beats_the_oracle() {
                     );
                 }
             } else if strategy {
-                // cachet's breakpoints never lose money, and beat the gateways' fixed placement
-                // except on chat, where both place the same two markers in effect (79% each,
-                // measured).
+                // cachet's breakpoints never lose money and beat the gateways' fixed placement
+                // everywhere; where the oracle saves much, they reach most of it (measured at
+                // this scale: chat 97%, agent 100%, rag 86%, volatile 100%; docqa's oracle saves
+                // 2.7%, from a document whose questions come back twice within the hour, which
+                // no write before the second question can foresee).
                 let saved = |r| report.efficiency(r).unwrap();
                 let fixed = saved(route(&report, Route::Fixed));
-                assert!(saved(cachet) >= 0.0, "{label}: {}", saved(cachet));
-                if name == "chat" {
-                    assert!(saved(cachet) >= 0.75, "{label}: {}", saved(cachet));
-                } else {
-                    assert!(
-                        saved(cachet) >= fixed,
-                        "{label}: {} < {fixed}",
-                        saved(cachet)
-                    );
-                }
+                let floor = match name {
+                    "chat" | "agent" | "volatile" => 0.95,
+                    "rag" => 0.85,
+                    _ => 0.0,
+                };
+                assert!(saved(cachet) >= floor, "{label}: {}", saved(cachet));
+                assert!(
+                    saved(cachet) >= fixed,
+                    "{label}: {} < {fixed}",
+                    saved(cachet)
+                );
             }
             if workload.context_first.is_some()
                 && matches!(workload.provider, Provider::OpenAi | Provider::DeepSeek)

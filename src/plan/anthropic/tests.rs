@@ -59,22 +59,124 @@ fn below_the_minimum_or_unlikely_to_return_is_not_written() {
     // Seen two hours ago: neither TTL would survive until it comes back.
     small.gap = Some(Duration::from_secs(7200));
     assert!(place(&[small], &ClientMarkers::default(), 1024, 5, None).is_empty());
-    // New and not stable, in a tenant with nothing cached now: wait for its second request.
+    // New and not stable: wait for its second request, even beside a prefix cached now (a new
+    // set of retrieved chunks after a cached system prompt).
     let fresh = Candidate {
         stable: false,
         ..candidate(1, 5000)
     };
-    assert!(place(&[fresh], &ClientMarkers::default(), 1024, 5, None).is_empty());
-    // …unless the request extends a prefix the provider caches now.
     let cached = Candidate {
         cached: true,
         gap: Some(Duration::from_secs(30)),
         ..candidate(0, 3000)
     };
+    assert!(place(&[fresh], &ClientMarkers::default(), 1024, 5, None).is_empty());
     assert_eq!(
         place(&[cached, fresh], &ClientMarkers::default(), 1024, 5, None).len(),
+        1
+    );
+    // …unless the request continues a live conversation: its new turn is the next one's history.
+    let turn = Candidate {
+        pace: Some(Pace { gaps: 1, slow: 0 }),
+        ..fresh
+    };
+    assert_eq!(
+        place(&[cached, turn], &ClientMarkers::default(), 1024, 5, None).len(),
         2
     );
+}
+
+#[test]
+fn a_new_system_prompt_is_written_only_by_a_tenants_first_request() {
+    let tools = Candidate {
+        gap: Some(Duration::from_secs(60)),
+        cached: true,
+        ..candidate(0, 3000)
+    };
+    // A system prompt that changes with every request (a timestamp) after known tools.
+    let system = candidate(1, 5000);
+    let placed = place(&[tools, system], &ClientMarkers::default(), 1024, 5, None);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    // The very first request of a tenant writes both.
+    let cold_tools = candidate(0, 3000);
+    let placed = place(
+        &[cold_tools, system],
+        &ClientMarkers::default(),
+        1024,
+        5,
+        None,
+    );
+    assert_eq!(placed.len(), 2);
+    // Seen again within the hour, a system prompt is written for the hour.
+    let again = Candidate {
+        gap: Some(Duration::from_secs(350)),
+        ..system
+    };
+    let placed = place(&[again], &ClientMarkers::default(), 1024, 5, None);
+    assert_eq!(placed, [(again.place, Ttl::OneHour)]);
+}
+
+#[test]
+fn a_conversation_turn_is_written_for_the_hour_when_its_user_is_slow() {
+    let system = Candidate {
+        cached: true,
+        gap: Some(Duration::from_secs(20)),
+        ..candidate(0, 4000)
+    };
+    let turn = |slow: u32, tokens: u64| Candidate {
+        stable: false,
+        pace: Some(Pace { gaps: 3, slow }),
+        ..candidate(1, tokens)
+    };
+    let placed = |c: Candidate| place(&[system, c], &ClientMarkers::default(), 1024, 5, None);
+    // A chat whose user took more than 5 minutes once in three turns: 1h for the few new
+    // tokens; and the cached system prompt before it is raised to 1h (a read, free).
+    assert_eq!(
+        placed(turn(1, 4300)),
+        [
+            (system.place, Ttl::OneHour),
+            (turn(1, 4300).place, Ttl::OneHour)
+        ]
+    );
+    // Brisk agent steps: 5m.
+    assert!(
+        placed(turn(0, 4300))
+            .iter()
+            .all(|p| p.1 == Ttl::FiveMinutes)
+    );
+    // One pause in three, but a long history written now (an agent resuming after steps sent
+    // elsewhere): 5m, the 1h premium on it would outweigh the risk.
+    assert!(
+        placed(turn(1, 60_000))
+            .iter()
+            .all(|p| p.1 == Ttl::FiveMinutes)
+    );
+}
+
+#[test]
+fn a_client_five_minute_marker_still_caps_ours_after_it() {
+    let client = ClientMarkers {
+        blocks: vec![(Place::System(0), Ttl::FiveMinutes)],
+        top_level: None,
+    };
+    let turn = Candidate {
+        stable: false,
+        pace: Some(Pace { gaps: 1, slow: 1 }),
+        ..candidate(1, 5000)
+    };
+    let placed = place(&[turn], &client, 1024, 5, None);
+    assert_eq!(placed, [(turn.place, Ttl::FiveMinutes)]);
+    // Before a client's 1h marker, ours is raised to 1h rather than dropped.
+    let client = ClientMarkers {
+        blocks: vec![(Place::Message { index: 0, part: 4 }, Ttl::OneHour)],
+        top_level: None,
+    };
+    let early = Candidate {
+        gap: Some(Duration::from_secs(30)),
+        ..candidate(1, 5000)
+    };
+    let placed = place(&[early], &client, 1024, 5, None);
+    assert_eq!(placed, [(early.place, Ttl::OneHour)]);
 }
 
 #[test]
@@ -89,7 +191,8 @@ fn ttl_follows_the_reuse_gap() {
     assert_eq!(ttl_of(seen(1200, 2)), Ttl::OneHour, "back every 20 minutes");
     // A new prefix in a conversation that comes back every 10 minutes.
     let paced = Candidate {
-        pace: Some(Duration::from_secs(600)),
+        pace: Some(Pace { gaps: 2, slow: 2 }),
+        stable: false,
         ..candidate(0, 5000)
     };
     assert_eq!(ttl_of(paced), Ttl::OneHour);
@@ -165,6 +268,7 @@ fn cachet_never_turns_a_valid_request_into_a_400() {
         let all_cached = |_: &PrefixKey| Known {
             cached: true,
             gap: Some(Duration::from_secs(900)),
+            age: Some(Duration::from_secs(1800)),
             reuses: 5,
         };
         let cs = candidates(
@@ -185,5 +289,63 @@ fn cachet_never_turns_a_valid_request_into_a_400() {
     assert!(
         valid > 100 && added > 50,
         "{valid} valid layouts, {added} with markers added"
+    );
+}
+
+/// A chat's third turn: the message ends of the first two turns tell its pace (each first seen
+/// by the turn that sent it), the time since the second turn the current gap.
+#[test]
+fn a_conversations_pace_comes_from_its_turns_first_sightings() {
+    let text = |w: &str| format!("{w} ").repeat(300);
+    let request = json!({"model": "claude-sonnet-4-6", "max_tokens": 10,
+        "system": text("system"),
+        "messages": [
+            {"role": "user", "content": text("u1")}, {"role": "assistant", "content": text("a1")},
+            {"role": "user", "content": text("u2")}, {"role": "assistant", "content": text("a2")},
+            {"role": "user", "content": text("u3")}]});
+    let tenant = Tenant::of(
+        &TenantSecret::from_bytes([1; 32]),
+        "anthropic",
+        &Credential::default(),
+    );
+    let p = prompt(&Endpoint::AnthropicMessages, &request).unwrap();
+    let boundaries = keys(&p, &tenant);
+    let segment_of = |key: &PrefixKey| {
+        boundaries
+            .iter()
+            .find(|b| b.segment_end && b.key == *key)
+            .map(|b| b.segment)
+    };
+    let secs = |s: u64| Some(Duration::from_secs(s));
+    // Turn 1 (u1) 900 s ago, turn 2 (a1, u2) 400 s ago.
+    let known = |key: &PrefixKey| match segment_of(key) {
+        Some(1) => Known {
+            gap: secs(400),
+            age: secs(900),
+            reuses: 1,
+            cached: false,
+        },
+        Some(2 | 3) => Known {
+            gap: secs(400),
+            age: secs(400),
+            reuses: 0,
+            cached: false,
+        },
+        _ => Known::default(),
+    };
+    let cs = candidates(&p, &boundaries, None, known);
+    let last = cs.last().unwrap();
+    assert_eq!(last.pace, Some(Pace { gaps: 2, slow: 2 }));
+    let placed = place(&cs, &ClientMarkers::default(), 1024, 5, None);
+    assert!(placed.contains(&(last.place, Ttl::OneHour)), "{placed:?}");
+    // Gone for more than an hour, it is no longer a live conversation.
+    let stale = |key: &PrefixKey| Known {
+        gap: secs(4000),
+        ..known(key)
+    };
+    assert!(
+        candidates(&p, &boundaries, None, stale)
+            .iter()
+            .all(|c| c.pace.is_none())
     );
 }
