@@ -24,6 +24,7 @@ pub mod explain;
 pub mod http;
 pub mod mix;
 pub mod plan;
+pub mod pool;
 pub mod prefix;
 pub mod pricing;
 pub mod prompt;

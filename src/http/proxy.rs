@@ -27,6 +27,7 @@ use crate::envelope::Envelope;
 use crate::error::ProxyError;
 use crate::explain::{self, Facts, Fingerprint};
 use crate::plan::{self, Branch, CachePlan};
+use crate::pool::Chain;
 use crate::registry::Scale;
 use crate::state::AppState;
 use crate::telemetry::Exchange;
@@ -34,6 +35,7 @@ use crate::telemetry::PLAN_BRANCH_TOTAL;
 use crate::tenant::{Credential, Tenant};
 use crate::upstream::body::{Framing, ObservedBody, Outcome, Tap};
 use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
+use crate::upstream::pool::Placed;
 use crate::upstream::{Outgoing, OutgoingBody};
 use crate::usage::Usage;
 use crate::{prefix, prompt, rewrite};
@@ -127,6 +129,18 @@ fn team(headers: &http::HeaderMap) -> Option<String> {
 struct Sent {
     response: reqwest::Response,
     strip_usage_chunk: bool,
+    /// The pool replica that answered, held until the response ends.
+    placed: Option<Placed>,
+}
+
+/// A modelled route's body as it goes upstream, and what cachet read from it.
+struct JsonBody {
+    bytes: OutgoingBody,
+    info: RequestInfo,
+    /// The stream's usage chunk was requested by cachet.
+    strip: bool,
+    /// The prompt's prefix keys, for a pool's replica choice.
+    chain: Option<Chain>,
 }
 
 /// Builds the upstream request (reading and editing the body on modelled JSON routes) and
@@ -165,7 +179,7 @@ async fn send(
         &Credential::from_request(&parts.headers, parts.uri.query()),
     );
     let mut headers = request_headers(parts.headers, json_route.is_none());
-    let (body, info, strip_usage_chunk) = match json_route {
+    let (body, info, strip_usage_chunk, chain) = match json_route {
         Some(route) => {
             let rewrite = (!rewrite_off).then_some(&app.config().rewrite);
             let target = Target {
@@ -173,7 +187,8 @@ async fn send(
                 upstream,
                 tenant,
             };
-            json_body(app, ex, target, body, declared_length, rewrite).await?
+            let json = json_body(app, ex, target, body, declared_length, rewrite).await?;
+            (json.bytes, json.info, json.strip, json.chain)
         }
         None => {
             let info = endpoint.map(|e| dialect::request_info(e, None));
@@ -182,7 +197,7 @@ async fn send(
             } else {
                 OutgoingBody::Stream(reqwest::Body::wrap_stream(body.into_data_stream()))
             };
-            (body, info.unwrap_or_default(), false)
+            (body, info.unwrap_or_default(), false, None)
         }
     };
     if endpoint.is_some() {
@@ -200,11 +215,28 @@ async fn send(
         headers,
         body,
     };
-    let response = app.upstream_client().send(upstream, outgoing).await?;
+    let (response, placed) = match app.pool(&upstream.name) {
+        Some(pool) => {
+            let affinity = upstream.allows(Strategy::ReplicaAffinity);
+            let pick = pool.pick(chain.as_ref(), affinity, app.clock().now());
+            // Only planned requests count; an unmodelled path is balanced, not planned.
+            if chain.is_some() {
+                metrics::counter!(PLAN_BRANCH_TOTAL, "branch" => pick.branch.as_str()).increment(1);
+            }
+            let client = app.upstream_client();
+            let to = (pick, chain);
+            let (response, placed) =
+                crate::upstream::pool::send(client, upstream, pool, to, outgoing, app.clock())
+                    .await?;
+            (response, Some(placed))
+        }
+        None => (app.upstream_client().send(upstream, outgoing).await?, None),
+    };
     ex.status = response.status().as_u16();
     Ok(Sent {
         response,
         strip_usage_chunk,
+        placed,
     })
 }
 
@@ -225,7 +257,7 @@ async fn json_body(
     body: Body,
     declared_length: Option<u64>,
     rewrite: Option<&RewriteConfig>,
-) -> Result<(OutgoingBody, RequestInfo, bool), ProxyError> {
+) -> Result<JsonBody, ProxyError> {
     let route = target.route;
     let limit = app.config().limits.max_body_bytes;
     let body = read_limited(body, declared_length, limit).await?;
@@ -249,6 +281,7 @@ async fn json_body(
     let config = &app.config().rewrite;
     let mut breakpoints = Vec::new();
     let mut cache_key: Option<String> = None;
+    let mut chain = None;
     // The client's own key always wins.
     let client_cache_key = env.field("prompt_cache_key").is_some_and(|v| !v.is_null());
     let anthropic = target.upstream.provider == ProviderKind::Anthropic
@@ -259,6 +292,9 @@ async fn json_body(
     };
     if let Some(prompt) = env.tree().and_then(|tree| prompt::prompt(route, tree)) {
         let boundaries = prefix::keys(&prompt, &target.tenant);
+        if app.pool(&target.upstream.name).is_some() {
+            chain = Some(Chain::of(&boundaries));
+        }
         let plan = CachePlan::new(
             target.tenant,
             target.upstream.provider,
@@ -318,7 +354,12 @@ async fn json_body(
     if app.config().log.excerpts {
         ex.excerpt_source = Some(bytes.clone());
     }
-    Ok((OutgoingBody::Bytes(bytes), info, strip))
+    Ok(JsonBody {
+        bytes: OutgoingBody::Bytes(bytes),
+        info,
+        strip,
+        chain,
+    })
 }
 
 /// The client's response: the upstream's status and headers (hop-by-hop removed, plus
@@ -334,6 +375,7 @@ fn respond(
     let Sent {
         mut response,
         strip_usage_chunk,
+        placed,
     } = sent;
     let status = response.status();
     // Taken, not copied: the body's length comes from the body itself from here on.
@@ -365,8 +407,13 @@ fn respond(
     let body = ObservedBody::new(response, tap, idle, move |observed| {
         // The registry and the explainer learn only from a complete answer's usage.
         let complete = success && !observed.tap_lost && observed.outcome == Outcome::Complete;
-        if let (true, Some(usage)) = (complete, observed.usage) {
-            learn(&app, &mut ex, route.as_ref(), &usage);
+        let usage = observed.usage.filter(|_| complete);
+        if let Some(usage) = &usage {
+            learn(&app, &mut ex, route.as_ref(), usage);
+        }
+        // The replica's in-flight count is released here, or when the client goes away.
+        if let Some(placed) = placed {
+            placed.finish(usage.as_ref());
         }
         app.telemetry().record_observed(&ex, &observed);
     });

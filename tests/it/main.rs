@@ -13,6 +13,7 @@ mod faults;
 mod lifecycle;
 mod metrics;
 mod passthrough;
+mod pool;
 mod replay;
 mod rewrite;
 mod robustness;
