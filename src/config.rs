@@ -18,6 +18,10 @@ use toml::{Table, Value};
 /// The documented defaults, compiled in.
 pub const DEFAULTS: &str = include_str!("../config/cachet.toml");
 const DEFAULT_PATH: &str = "config/cachet.toml";
+/// Pool defaults, as `config/cachet.toml` documents them (pool keys sit on upstreams, which
+/// have no defaults section to hold them).
+const DEFAULT_KV_CAPACITY_TOKENS: u64 = 1_000_000;
+const DEFAULT_LOAD_EPSILON: f64 = 0.25;
 /// Paths the proxy serves itself; a mount may not shadow them.
 const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/dashboard", "/api"];
 
@@ -165,8 +169,15 @@ impl ProviderKind {
 pub struct Upstream {
     pub name: String,
     pub provider: ProviderKind,
-    /// Host root (or simulator mount) without a trailing slash.
+    /// Host root (or simulator mount) without a trailing slash; a pool's first replica.
     pub base_url: Url,
+    /// A replica pool (`base_urls`), each like `base_url`; empty for a single base URL.
+    pub base_urls: Vec<Url>,
+    /// KV cache of each pool replica, in the server's tokens.
+    pub kv_capacity_tokens: u64,
+    /// A pool replica takes a request while its in-flight count stays within (1 + ε) × the
+    /// mean.
+    pub load_epsilon: f64,
     /// Path prefix on the proxy, starting with '/', without a trailing slash.
     pub mount: String,
     /// The cache strategies cachet may apply to this upstream's requests (all by default; an
@@ -214,7 +225,10 @@ impl Strategy {
 struct RawUpstream {
     name: String,
     provider: Option<ProviderKind>,
-    base_url: String,
+    base_url: Option<String>,
+    base_urls: Option<Vec<String>>,
+    kv_capacity_tokens: Option<u64>,
+    load_epsilon: Option<f64>,
     mount: Option<String>,
     strategies: Option<Vec<Strategy>>,
     accepts_prompt_cache_key: Option<bool>,
@@ -356,7 +370,7 @@ fn apply_env(
         };
         match slot {
             Some((table, leaf)) => {
-                let value = typed_env_value(table.get(&leaf), &raw);
+                let value = typed_env_value(table.get(&leaf), &leaf, &raw);
                 table.insert(leaf, value);
             }
             None => errors.push(format!("{key}: {} is not a section", path[0])),
@@ -403,11 +417,26 @@ fn upstream_slot<'a>(
     Some((list.get_mut(index)?.as_table_mut()?, key.to_owned()))
 }
 
-fn typed_env_value(current: Option<&Value>, raw: &str) -> Value {
+/// Keys that are not strings even where no current value tells (an upstream the environment
+/// adds, or a key the defaults leave unset).
+const TYPED_KEYS: &[&str] = &[
+    "kv_capacity_tokens",
+    "load_epsilon",
+    "accepts_prompt_cache_key",
+];
+/// List keys: a TOML array (`["a", "b"]`) or words separated by commas (`a,b`; empty: none).
+const LIST_KEYS: &[&str] = &["base_urls", "strategies"];
+
+fn typed_env_value(current: Option<&Value>, leaf: &str, raw: &str) -> Value {
+    if LIST_KEYS.contains(&leaf) && !raw.trim_start().starts_with('[') {
+        let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
+        return Value::Array(items.map(|s| Value::String(s.to_owned())).collect());
+    }
     let typed = matches!(
         current,
-        Some(Value::Integer(_) | Value::Float(_) | Value::Boolean(_))
-    );
+        Some(Value::Integer(_) | Value::Float(_) | Value::Boolean(_) | Value::Array(_))
+    ) || TYPED_KEYS.contains(&leaf)
+        || LIST_KEYS.contains(&leaf);
     if typed && let Ok(mut t) = format!("v = {raw}").parse::<Table>() {
         if let Some(v) = t.remove("v") {
             return v;
@@ -527,15 +556,34 @@ fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
         let Some(raw) = decode::<RawUpstream>(item, &at, errors) else {
             continue;
         };
-        let base_url = parse_base_url(&raw.base_url)
-            .map_err(|msg| errors.push(format!("{at}.base_url: {msg}")));
+        let pool: Vec<Result<Url, ()>> = raw
+            .base_urls
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, url)| {
+                parse_base_url(url)
+                    .map_err(|msg| errors.push(format!("{at}.base_urls[{i}]: {msg}")))
+            })
+            .collect();
+        // A pool replaces a single base URL (one the defaults set included).
+        let base_url = match (pool.first(), raw.base_url.as_deref()) {
+            (Some(first), _) => first.clone(),
+            (None, Some(url)) => {
+                parse_base_url(url).map_err(|msg| errors.push(format!("{at}.base_url: {msg}")))
+            }
+            (None, None) => {
+                errors.push(format!("{at}.base_url: missing (or a pool in base_urls)"));
+                Err(())
+            }
+        };
         let Some(provider) = raw.provider.or_else(|| ProviderKind::from_name(&raw.name)) else {
             errors.push(format!(
                 "{at}.provider: missing (anthropic, openai, gemini, deepseek, openai-compatible)"
             ));
             continue;
         };
-        let Ok(base_url) = base_url else {
+        let (Ok(base_url), Ok(base_urls)) = (base_url, pool.into_iter().collect()) else {
             continue;
         };
         let mount = raw.mount.unwrap_or_else(|| format!("/{}", raw.name));
@@ -543,6 +591,9 @@ fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
             name: raw.name,
             provider,
             base_url,
+            base_urls,
+            kv_capacity_tokens: raw.kv_capacity_tokens.unwrap_or(DEFAULT_KV_CAPACITY_TOKENS),
+            load_epsilon: raw.load_epsilon.unwrap_or(DEFAULT_LOAD_EPSILON),
             mount,
             strategies: raw.strategies.unwrap_or_else(|| Strategy::ALL.to_vec()),
             accepts_prompt_cache_key: raw
@@ -614,6 +665,13 @@ fn validate(config: &Config, errors: &mut Vec<String>) {
                 "{at}.mount: {} is served by cachet itself",
                 u.mount
             ));
+        }
+        if u.kv_capacity_tokens == 0 {
+            errors.push(format!("{at}.kv_capacity_tokens: must be at least 1"));
+        }
+        // Below 0 the bound would sit under the mean load, which no pool can meet.
+        if !(u.load_epsilon.is_finite() && u.load_epsilon >= 0.0) {
+            errors.push(format!("{at}.load_epsilon: must be a number, 0 or more"));
         }
         if !mounts.insert(u.mount.as_str()) {
             errors.push(format!(

@@ -25,6 +25,7 @@ pub mod flight;
 pub mod http;
 pub mod mix;
 pub mod plan;
+pub mod pool;
 pub mod prefix;
 pub mod pricing;
 pub mod prompt;

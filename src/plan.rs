@@ -42,6 +42,15 @@ pub enum Branch {
     StrategyOff,
     /// No strategy for this provider and route yet.
     Unplanned,
+    /// Replica pools (counted besides the cache plan's branch: a second decision): the
+    /// replica predicted to hold the longest prefix, within the load bound.
+    ReplicaAffinity,
+    /// No replica holds any of the prefix: the least loaded.
+    ReplicaCold,
+    /// The replicas holding the longest prefix are over the load bound: the best of the rest.
+    ReplicaOverloaded,
+    /// `replica_affinity` switched off: least loaded, round-robin among equals.
+    ReplicaBalanced,
 }
 
 impl Branch {
@@ -58,6 +67,10 @@ impl Branch {
             Branch::RewriteOff => "rewrite_off",
             Branch::StrategyOff => "strategy_off",
             Branch::Unplanned => "unplanned",
+            Branch::ReplicaAffinity => "replica_affinity",
+            Branch::ReplicaCold => "replica_cold",
+            Branch::ReplicaOverloaded => "replica_overloaded",
+            Branch::ReplicaBalanced => "replica_balanced",
         }
     }
 }

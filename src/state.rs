@@ -1,5 +1,6 @@
 //! Process-wide state shared by every request: config, the upstream client, telemetry.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,6 +11,7 @@ use crate::config::{Config, Upstream};
 use crate::explain::History;
 use crate::flight::Flights;
 use crate::plan::openai::Shards;
+use crate::pool::Pool;
 use crate::pricing::PriceTable;
 use crate::registry::{ContentCaches, MemoryRegistry};
 use crate::telemetry::{self, Telemetry};
@@ -34,6 +36,8 @@ struct Inner {
     shards: Shards,
     contents: ContentCaches,
     flights: Flights,
+    /// The replica pool of each upstream with `base_urls`, by upstream name.
+    pools: HashMap<String, Arc<Pool>>,
 }
 
 impl AppState {
@@ -74,6 +78,15 @@ impl AppState {
         // The miss explainer's fingerprints share the registry's memory bound.
         let history =
             History::new(usize::try_from(config.registry.max_bytes).unwrap_or(usize::MAX));
+        let pools = config
+            .upstreams
+            .iter()
+            .filter(|u| !u.base_urls.is_empty())
+            .map(|u| {
+                let pool = Pool::new(u.base_urls.len(), u.kv_capacity_tokens, u.load_epsilon);
+                (u.name.clone(), Arc::new(pool))
+            })
+            .collect();
         let mut by_mount: Vec<usize> = (0..config.upstreams.len()).collect();
         by_mount.sort_by_key(|&i| std::cmp::Reverse(config.upstreams[i].mount.len()));
         Ok(Self(Arc::new(Inner {
@@ -90,6 +103,7 @@ impl AppState {
             shards: Shards::default(),
             contents: ContentCaches::new(),
             flights: Flights::default(),
+            pools,
         })))
     }
 
@@ -119,6 +133,11 @@ impl AppState {
     /// Per-key request counts for sharding hot `prompt_cache_key`s.
     pub fn cache_key_shards(&self) -> &Shards {
         &self.0.shards
+    }
+
+    /// The replica pool of `upstream`, when it has `base_urls`.
+    pub fn pool(&self, upstream: &str) -> Option<&Arc<Pool>> {
+        self.0.pools.get(upstream)
     }
 
     pub fn history(&self) -> &History {

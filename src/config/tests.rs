@@ -300,3 +300,89 @@ fn strategies_default_to_all_and_can_be_switched_off() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pool_of_base_urls_with_its_keys_from_a_file_or_the_environment() {
+    let file = r#"
+[[upstreams]]
+name = "vllm"
+provider = "openai-compatible"
+base_urls = ["http://10.0.0.1:8000/", "http://10.0.0.2:8000"]
+kv_capacity_tokens = 2000000
+"#;
+    let c = Config::load_from(Some(file), env(&[])).unwrap();
+    let u = c.upstream("vllm").unwrap();
+    let urls: Vec<&str> = u.base_urls.iter().map(|u| u.as_str()).collect();
+    assert_eq!(urls, ["http://10.0.0.1:8000/", "http://10.0.0.2:8000/"]);
+    assert_eq!(u.base_url, u.base_urls[0]);
+    assert_eq!(u.kv_capacity_tokens, 2_000_000);
+    assert_eq!(u.load_epsilon, 0.25, "documented default");
+    // A single base URL is no pool; the defaults' upstreams have the documented pool keys.
+    let openai = c.upstream("openai").unwrap();
+    assert!(openai.base_urls.is_empty());
+    assert_eq!(openai.kv_capacity_tokens, 1_000_000);
+    // The environment: lists as commas or TOML, numbers typed, even on a new upstream.
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("CACHET_UPSTREAMS__POOL__PROVIDER", "openai-compatible"),
+            (
+                "CACHET_UPSTREAMS__POOL__BASE_URLS",
+                "http://a:1, http://b:2,http://c:3",
+            ),
+            ("CACHET_UPSTREAMS__POOL__KV_CAPACITY_TOKENS", "4096"),
+            ("CACHET_UPSTREAMS__POOL__LOAD_EPSILON", "0.5"),
+            ("CACHET_UPSTREAMS__POOL__STRATEGIES", ""),
+            (
+                "CACHET_UPSTREAMS__OPENAI__STRATEGIES",
+                r#"["prompt_cache_key"]"#,
+            ),
+        ]),
+    )
+    .unwrap();
+    let pool = c.upstream("pool").unwrap();
+    assert_eq!(pool.base_urls.len(), 3);
+    assert_eq!(pool.base_url.as_str(), "http://a:1/");
+    assert_eq!(pool.kv_capacity_tokens, 4096);
+    assert_eq!(pool.load_epsilon, 0.5);
+    assert!(pool.strategies.is_empty());
+    assert_eq!(
+        c.upstream("openai").unwrap().strategies,
+        [Strategy::PromptCacheKey]
+    );
+}
+
+#[test]
+fn pool_keys_are_checked() {
+    let file = r#"
+[[upstreams]]
+name = "vllm"
+provider = "openai-compatible"
+base_urls = ["http://ok:1", "ftp://bad"]
+kv_capacity_tokens = 0
+load_epsilon = -1.0
+
+[[upstreams]]
+name = "nothing"
+provider = "openai-compatible"
+"#;
+    let errors = Config::load_from(Some(file), env(&[])).unwrap_err().0;
+    let has = |needle: &str| errors.iter().any(|e| e.starts_with(needle));
+    assert!(
+        has("upstreams.vllm.base_urls[1]: \"ftp://bad\""),
+        "{errors:?}"
+    );
+    assert!(has("upstreams.nothing.base_url: missing"), "{errors:?}");
+    let file = file.replace("\"ftp://bad\"", "\"http://ok:2\"");
+    let errors = Config::load_from(Some(&file), env(&[])).unwrap_err().0;
+    assert!(
+        errors.contains(&"upstreams.vllm.kv_capacity_tokens: must be at least 1".to_owned()),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("upstreams.vllm.load_epsilon: ")),
+        "{errors:?}"
+    );
+}

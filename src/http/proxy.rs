@@ -30,6 +30,7 @@ use crate::explain::{self, Facts, Fingerprint};
 use crate::flight::{self, Lead, Seat};
 use crate::plan::gemini::Decision;
 use crate::plan::{self, Branch, CachePlan};
+use crate::pool::Chain;
 use crate::registry::Scale;
 use crate::state::AppState;
 use crate::telemetry::PLAN_BRANCH_TOTAL;
@@ -37,6 +38,7 @@ use crate::telemetry::{Call, Exchange};
 use crate::tenant::{Credential, Tenant};
 use crate::upstream::body::{Framing, ObservedBody, Outcome, Tap};
 use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
+use crate::upstream::pool::Placed;
 use crate::upstream::{Outgoing, OutgoingBody};
 use crate::usage::Usage;
 use crate::{prefix, prompt, rewrite};
@@ -130,6 +132,8 @@ fn team(headers: &http::HeaderMap) -> Option<String> {
 struct Sent {
     response: reqwest::Response,
     strip_usage_chunk: bool,
+    /// The pool replica that answered, held until the response ends.
+    placed: Option<Placed>,
 }
 
 /// Builds the upstream request (reading and editing the body on modelled JSON routes) and
@@ -193,6 +197,7 @@ async fn send(
                 strip_usage_chunk: false,
                 referenced: None,
                 lead: None,
+                chain: None,
             }
         }
     };
@@ -202,6 +207,7 @@ async fn send(
         strip_usage_chunk,
         referenced,
         lead,
+        chain,
     } = prepared;
     if endpoint.is_some() {
         ask_identity_encoding(&mut headers);
@@ -225,7 +231,23 @@ async fn send(
         headers,
         body,
     };
-    let mut response = app.upstream_client().send(upstream, outgoing).await?;
+    let (mut response, placed) = match app.pool(&upstream.name) {
+        Some(pool) => {
+            let affinity = upstream.allows(Strategy::ReplicaAffinity);
+            let pick = pool.pick(chain.as_ref(), affinity, app.clock().now());
+            // Only planned requests count; an unmodelled path is balanced, not planned.
+            if chain.is_some() {
+                metrics::counter!(PLAN_BRANCH_TOTAL, "branch" => pick.branch.as_str()).increment(1);
+            }
+            let client = app.upstream_client();
+            let to = (pick, chain);
+            let (response, placed) =
+                crate::upstream::pool::send(client, upstream, pool, to, outgoing, app.clock())
+                    .await?;
+            (response, Some(placed))
+        }
+        None => (app.upstream_client().send(upstream, outgoing).await?, None),
+    };
     ex.status = response.status().as_u16();
     // The response has begun: the provider holds the prefix, the requests waiting may read it.
     drop(lead);
@@ -253,6 +275,7 @@ async fn send(
     Ok(Sent {
         response,
         strip_usage_chunk,
+        placed,
     })
 }
 
@@ -276,6 +299,8 @@ struct Prepared {
     referenced: Option<Referenced>,
     /// The request is the first to write a new prefix: others wait until its response begins.
     lead: Option<Lead>,
+    /// The prompt's prefix keys, for a pool's replica choice.
+    chain: Option<Chain>,
 }
 
 /// A modelled route's JSON body: read within the limit, checked, and edited where a rewrite
@@ -312,6 +337,7 @@ async fn json_body(
     let config = &app.config().rewrite;
     let mut breakpoints = Vec::new();
     let mut cache_key: Option<String> = None;
+    let mut chain = None;
     // The client's own key always wins.
     let client_cache_key = env.field("prompt_cache_key").is_some_and(|v| !v.is_null());
     let anthropic = target.upstream.provider == ProviderKind::Anthropic
@@ -332,6 +358,9 @@ async fn json_body(
     };
     if let Some(prompt) = env.tree().and_then(|tree| prompt::prompt(route, tree)) {
         let boundaries = prefix::keys(&prompt, &target.tenant);
+        if app.pool(&target.upstream.name).is_some() {
+            chain = Some(Chain::of(&boundaries));
+        }
         let plan = CachePlan::new(
             target.tenant,
             target.upstream.provider,
@@ -432,6 +461,7 @@ async fn json_body(
         strip_usage_chunk: strip,
         referenced,
         lead,
+        chain,
     })
 }
 
@@ -448,6 +478,7 @@ fn respond(
     let Sent {
         mut response,
         strip_usage_chunk,
+        placed,
     } = sent;
     let status = response.status();
     // Taken, not copied: the body's length comes from the body itself from here on.
@@ -479,8 +510,13 @@ fn respond(
     let body = ObservedBody::new(response, tap, idle, move |observed| {
         // The registry and the explainer learn only from a complete answer's usage.
         let complete = success && !observed.tap_lost && observed.outcome == Outcome::Complete;
-        if let (true, Some(usage)) = (complete, observed.usage) {
-            learn(&app, &mut ex, route.as_ref(), &usage);
+        let usage = observed.usage.filter(|_| complete);
+        if let Some(usage) = &usage {
+            learn(&app, &mut ex, route.as_ref(), usage);
+        }
+        // The replica's in-flight count is released here, or when the client goes away.
+        if let Some(placed) = placed {
+            placed.finish(usage.as_ref());
         }
         app.telemetry().record_observed(&ex, &observed);
     });

@@ -161,7 +161,9 @@ fn pool_report(workload: &Workload, routes: &[(Route, RouteResult)]) -> PoolRepo
     let policy = |route: Route| match route {
         Route::Direct => format!("direct: round-robin over {POOL_REPLICAS} replicas"),
         Route::Fixed => "fixed: consistent hash of the first block".to_owned(),
-        Route::Cachet => "cachet: the vllm upstream (one base URL)".to_owned(),
+        Route::Cachet => {
+            format!("cachet: replica affinity over {POOL_REPLICAS} base_urls")
+        }
     };
     let policies = routes
         .iter()

@@ -13,7 +13,11 @@
 //!
 //! For the replica pool (`mooncake`) the direct route is round-robin over the replicas (what a
 //! Kubernetes Service does), the fixed route a consistent hash of the first block, and cachet
-//! the `vllm` upstream.
+//! the `vllm` upstream with the replicas as its `base_urls`. A pool's replies are held until the
+//! end of their simulated service (`sim::gate`), so requests overlap on the replayed timeline
+//! and a router sees them in flight: the clock moves from event to event (an arrival, or the
+//! earliest end), requests are sent one at a time in trace order (equal `t` included; each
+//! waits until its replica has it), and replies are released in order of their ends.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -95,7 +99,12 @@ pub async fn replay(
         kv_capacity_tokens: POOL_KV_TOKENS,
         prices: None,
     };
-    let sim = Arc::new(Sim::new(clock.clone(), settings, replicas));
+    let sim = Sim::new(clock.clone(), settings, replicas);
+    let sim = Arc::new(if replicas > 0 {
+        sim.holding_replica_replies()
+    } else {
+        sim
+    });
     let sim_listener = server::bind("127.0.0.1:0".parse()?).await?;
     let sim_addr = sim_listener.local_addr()?;
     let sim_server = axum::serve(server::nodelay(sim_listener), sim::build(sim.clone()));
@@ -123,8 +132,22 @@ pub async fn replay(
         ),
         workload.requests.len(),
     );
+    if let Some(gate) = sim.gate() {
+        let pool = Pool {
+            client: &client,
+            base: &base,
+            route,
+            clock: &clock,
+            gate,
+        };
+        pool.replay(workload, &mut result, progress).await;
+    }
     let mut index = 0usize;
-    for group in workload.requests.chunk_by(|a, b| a.t == b.t) {
+    let unheld = match sim.gate() {
+        Some(_) => &[][..],
+        None => &workload.requests[..],
+    };
+    for group in unheld.chunk_by(|a, b| a.t == b.t) {
         clock.set(t0() + Duration::from_secs_f64(group[0].t.max(0.0)));
         let mut sends = Vec::with_capacity(group.len());
         for request in group {
@@ -163,6 +186,73 @@ pub async fn replay(
     result.replicas = sim.replica_loads();
     drop(sim_task);
     Ok(result)
+}
+
+/// The driver of a pool's replay, with replies held by the simulator's gate.
+struct Pool<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    route: Route,
+    clock: &'a Clock,
+    gate: &'a crate::sim::gate::Gate,
+}
+
+impl Pool<'_> {
+    async fn replay(&self, workload: &Workload, result: &mut RouteResult, progress: &mut Progress) {
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        let count = |ok: bool, result: &mut RouteResult, progress: &mut Progress| {
+            result.requests += 1;
+            result.failed += u64::from(!ok);
+            progress.advance(1);
+        };
+        for (index, request) in workload.requests.iter().enumerate() {
+            let at = t0() + Duration::from_secs_f64(request.t.max(0.0));
+            for ok in self.release(Some(at), &mut finished).await {
+                count(ok, result, progress);
+            }
+            self.clock.set(at);
+            let parked = self.gate.arrivals();
+            let url = target(workload.provider, self.route, self.base, request, index);
+            let (client, request, done) = (self.client.clone(), request.clone(), done.clone());
+            tokio::spawn(async move {
+                let body = request.body.clone();
+                let _ = done.send(send(&client, url, &request, body).await);
+            });
+            // The next request waits until this one has reached its replica (or has failed
+            // on the way), so arrivals keep the trace's order.
+            tokio::select! {
+                () = self.gate.arrived(parked + 1) => {}
+                Some(ok) = finished.recv() => count(ok, result, progress),
+            }
+        }
+        for ok in self.release(None, &mut finished).await {
+            count(ok, result, progress);
+        }
+    }
+
+    /// Moves the clock through every end up to `until` (`None`: all), releasing those replies
+    /// and waiting for each to be read; returns their outcomes.
+    async fn release(
+        &self,
+        until: Option<SystemTime>,
+        finished: &mut tokio::sync::mpsc::UnboundedReceiver<bool>,
+    ) -> Vec<bool> {
+        let mut outcomes = Vec::new();
+        while let Some(end) = self
+            .gate
+            .next_end()
+            .filter(|&end| until.is_none_or(|u| end <= u))
+        {
+            self.clock.set(end);
+            for _ in 0..self.gate.release(end) {
+                match finished.recv().await {
+                    Some(ok) => outcomes.push(ok),
+                    None => return outcomes,
+                }
+            }
+        }
+        outcomes
+    }
 }
 
 /// A sum of money that is unknown (`None`) as soon as one term is.
@@ -370,7 +460,7 @@ base_url = "https://api.deepseek.com"
 [[upstreams]]
 name = "vllm"
 provider = "openai-compatible"
-base_url = "http://vllm.internal:8000"
+base_urls = ["http://vllm-0.internal:8000"]
 "#;
         let env = [
             (
@@ -393,9 +483,17 @@ base_url = "http://vllm.internal:8000"
                 "CACHET_UPSTREAMS__DEEPSEEK__BASE_URL",
                 format!("{sim}/deepseek"),
             ),
-            // One replica until upstream pools exist: a single base URL is all the shipped
-            // config can express.
-            ("CACHET_UPSTREAMS__VLLM__BASE_URL", format!("{sim}/vllm/0")),
+            (
+                "CACHET_UPSTREAMS__VLLM__BASE_URLS",
+                (0..POOL_REPLICAS)
+                    .map(|i| format!("{sim}/vllm/{i}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "CACHET_UPSTREAMS__VLLM__KV_CAPACITY_TOKENS",
+                POOL_KV_TOKENS.to_string(),
+            ),
         ];
         let config = Config::load_from(Some(extra), env.map(|(k, v)| (k.to_owned(), v)))
             .map_err(|e| anyhow::anyhow!("replay proxy config: {e}"))?;

@@ -77,6 +77,8 @@ pub struct ReplicaOutcome {
     pub cached: u64,
     /// Requests in flight on the replica when this one arrived (itself excluded).
     pub in_flight: usize,
+    /// When the replica is done with it.
+    pub end: SystemTime,
 }
 
 impl Engine {
@@ -318,6 +320,7 @@ impl Engine {
             return ReplicaOutcome {
                 cached: 0,
                 in_flight: 0,
+                end: start,
             };
         };
         let cached = replica.lru.cached_tokens(prompt);
@@ -330,7 +333,11 @@ impl Engine {
         replica.busy_micros += busy.as_micros();
         replica.cached_tokens += cached;
         replica.prompt_tokens += prompt.tokens();
-        ReplicaOutcome { cached, in_flight }
+        ReplicaOutcome {
+            cached,
+            in_flight,
+            end: start + busy,
+        }
     }
 
     /// Bills an input side computed by the caller (a replica's cache has no price of its own).

@@ -25,6 +25,7 @@ mod anthropic;
 pub mod billing;
 pub mod engine;
 mod faults;
+pub mod gate;
 mod gemini;
 pub(crate) mod openai;
 pub mod prompt;
@@ -152,6 +153,8 @@ pub struct Sim {
     replicas: usize,
     pub(crate) engine: Engine,
     gemini_caches: Mutex<gemini::Store>,
+    /// Replica replies held until the virtual clock reaches their end (`gate`).
+    gate: Option<gate::Gate>,
 }
 
 impl Sim {
@@ -163,7 +166,19 @@ impl Sim {
             replicas,
             engine: Engine::new(settings, replicas, virtual_time),
             gemini_caches: Mutex::default(),
+            gate: None,
         }
+    }
+
+    /// Holds each replica reply until its driver releases it at the end of the request's
+    /// simulated service (`gate`): for a replay of a pool on a virtual clock.
+    pub fn holding_replica_replies(mut self) -> Self {
+        self.gate = Some(gate::Gate::default());
+        self
+    }
+
+    pub fn gate(&self) -> Option<&gate::Gate> {
+        self.gate.as_ref()
     }
 
     pub fn stats(&self) -> serde_json::Value {

@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod pool;
 pub mod sse;
 
 use std::cell::RefCell;
@@ -43,6 +44,22 @@ pub struct Outgoing {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: OutgoingBody,
+}
+
+impl Outgoing {
+    /// A copy to resend; a streamed body cannot be copied and is left empty (callers resend
+    /// only bodies in hand).
+    pub fn clone_for_resend(&self) -> Self {
+        Outgoing {
+            method: self.method.clone(),
+            path_and_query: self.path_and_query.clone(),
+            headers: self.headers.clone(),
+            body: match &self.body {
+                OutgoingBody::Bytes(b) => OutgoingBody::Bytes(b.clone()),
+                OutgoingBody::Empty | OutgoingBody::Stream(_) => OutgoingBody::Empty,
+            },
+        }
+    }
 }
 
 pub enum OutgoingBody {
@@ -83,12 +100,21 @@ impl UpstreamClient {
         upstream: &Upstream,
         out: Outgoing,
     ) -> Result<reqwest::Response, ProxyError> {
-        let url = target_url(&upstream.base_url, &out.path_and_query).map_err(|detail| {
-            ProxyError::Upstream {
+        self.send_to(upstream, &upstream.base_url, out).await
+    }
+
+    /// `send`, to one base URL of the upstream (a pool replica).
+    pub async fn send_to(
+        &self,
+        upstream: &Upstream,
+        base_url: &Url,
+        out: Outgoing,
+    ) -> Result<reqwest::Response, ProxyError> {
+        let url =
+            target_url(base_url, &out.path_and_query).map_err(|detail| ProxyError::Upstream {
                 upstream: upstream.name.clone(),
                 detail,
-            }
-        })?;
+            })?;
         let request = self.http()?.request(out.method, url).headers(out.headers);
         let request = match out.body {
             OutgoingBody::Empty => request,

@@ -14,6 +14,7 @@ mod gemini_cache;
 mod lifecycle;
 mod metrics;
 mod passthrough;
+mod pool;
 mod replay;
 mod rewrite;
 mod robustness;

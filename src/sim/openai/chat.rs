@@ -37,6 +37,9 @@ pub(super) async fn handle(
     let cap = output_cap(&req, &["/max_completion_tokens", "/max_tokens"]);
     let key = api_key(&headers);
     let billed = ctx.bill(&key, model, &prompt, &req, cap);
+    if let (Some(gate), Some(end)) = (ctx.sim.gate(), billed.end) {
+        gate.park(end).await;
+    }
     let reply = &billed.reply;
     let head = Head {
         id: format!("chatcmpl-sim-{}", ctx.sim.next_id()),

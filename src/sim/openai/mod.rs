@@ -96,6 +96,8 @@ struct Billed {
     usage: Usage,
     reply: Reply,
     in_flight: Option<usize>,
+    /// A replica's end of service, for the reply gate.
+    end: Option<std::time::SystemTime>,
 }
 
 impl Ctx {
@@ -117,10 +119,14 @@ impl Ctx {
             _ => Reply::new(model, prompt.tokens(), cap),
         };
         let engine = &self.sim.engine;
-        let (usage, in_flight) = match self.flavor {
+        let (usage, in_flight, end) = match self.flavor {
             Flavor::OpenAi => {
                 let cache_key = req.get("prompt_cache_key").and_then(Value::as_str);
-                (engine.openai(key, model, prompt, cache_key, now), None)
+                (
+                    engine.openai(key, model, prompt, cache_key, now),
+                    None,
+                    None,
+                )
             }
             Flavor::DeepSeek => {
                 let with_output = prompt.concat(&SimPrompt::build([Piece {
@@ -130,7 +136,11 @@ impl Ctx {
                     mark: None,
                     turn_end: true,
                 }]));
-                (engine.deepseek(key, model, prompt, &with_output, now), None)
+                (
+                    engine.deepseek(key, model, prompt, &with_output, now),
+                    None,
+                    None,
+                )
             }
             Flavor::Vllm(i) => {
                 let out = engine.replica(i, prompt, reply.output_tokens, now);
@@ -140,13 +150,14 @@ impl Ctx {
                     ..Usage::default()
                 };
                 engine.bill_input(key, model, &usage, now);
-                (usage, Some(out.in_flight))
+                (usage, Some(out.in_flight), Some(out.end))
             }
         };
         Billed {
             usage,
             reply,
             in_flight,
+            end,
         }
     }
 
