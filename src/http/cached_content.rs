@@ -38,11 +38,43 @@ pub(super) struct Caller<'a> {
     /// The request's raw query, for a `key=` credential.
     pub query: Option<&'a str>,
     pub model: &'a str,
+    /// The request's tool config (`cache_salt`), which goes into a cache with the prefix.
+    pub salt: Option<[u8; 32]>,
+}
+
+impl Caller<'_> {
+    /// The id of the cache holding `prefix` for this request.
+    fn cache_id(&self, prefix: &PrefixKey) -> PrefixKey {
+        cache_id(prefix, self.salt.as_ref())
+    }
+}
+
+/// A cache holds the tool config along with the prefix, and the prefix keys do not cover it: a
+/// cache made under one tool config is never read by a request sending another (reading it
+/// would replace the request's own). `None` when the request sends none.
+pub(super) fn cache_salt(request: &Value) -> Option<[u8; 32]> {
+    let config = request
+        .get("toolConfig")
+        .or_else(|| request.get("tool_config"))?;
+    let bytes = serde_json::to_vec(config).ok()?;
+    Some(*blake3::hash(&bytes).as_bytes())
+}
+
+fn cache_id(prefix: &PrefixKey, salt: Option<&[u8; 32]>) -> PrefixKey {
+    match salt {
+        None => *prefix,
+        Some(salt) => {
+            let mut hasher = blake3::Hasher::new_keyed(salt);
+            hasher.update(&prefix.0);
+            PrefixKey(*hasher.finalize().as_bytes())
+        }
+    }
 }
 
 /// A request rewritten to read a cache, and what to send if the cache has vanished.
 pub(super) struct Referenced {
     pub tenant: Tenant,
+    /// The cache's id in the table (`cache_id`).
     pub key: PrefixKey,
     pub name: String,
     pub fallback: Bytes,
@@ -53,6 +85,7 @@ pub(super) struct Referenced {
 pub(super) fn decide(
     app: &AppState,
     tenant: &Tenant,
+    salt: Option<&[u8; 32]>,
     prompt: &Prompt<'_>,
     boundaries: &[Boundary],
 ) -> Decision {
@@ -73,11 +106,12 @@ pub(super) fn decide(
         .into_iter()
         .map(|cut| {
             let caches = app.content_caches();
-            let refused = caches.is_refused(tenant, &cut.key, now);
+            let id = cache_id(&cut.key, salt);
+            let refused = caches.is_refused(tenant, &id, now);
             let facts = Facts {
                 // A prefix whose create was refused is no candidate for a while.
                 known: app.registry().get(tenant, &cut.key).filter(|_| !refused),
-                live: caches.get(tenant, &cut.key, now),
+                live: caches.get(tenant, &id, now),
             };
             (cut, facts)
         })
@@ -103,13 +137,16 @@ pub(super) async fn carry_out(
             (cut, name)
         }
         Decision::Create { cut, ttl } => {
-            let name = match app.flights().board(&caller.tenant, &cut.key) {
+            let name = match app
+                .flights()
+                .board(&caller.tenant, &caller.cache_id(&cut.key))
+            {
                 Seat::Leader(_lead) => create(app, parent, caller, env, &cut, ttl).await,
                 Seat::Follower(rx) => {
                     flight::follow(rx, app.config().coalesce.max_wait).await;
                     let now = app.clock().now();
                     app.content_caches()
-                        .get(&caller.tenant, &cut.key, now)
+                        .get(&caller.tenant, &caller.cache_id(&cut.key), now)
                         .map(|live| live.name)
                 }
             }?;
@@ -120,7 +157,7 @@ pub(super) async fn carry_out(
     env.edit(|tree| cache::reference(tree, &name, cut.contents))
         .then_some(Referenced {
             tenant: caller.tenant,
-            key: cut.key,
+            key: caller.cache_id(&cut.key),
             name,
             fallback,
         })
@@ -157,7 +194,8 @@ async fn create(
         // Refused (below the model's minimum, say) or failed: the request goes without, and
         // the prefix is not tried again for a while.
         let until = app.clock().now() + REFUSED_FOR;
-        app.content_caches().refuse(&caller.tenant, &cut.key, until);
+        app.content_caches()
+            .refuse(&caller.tenant, &caller.cache_id(&cut.key), until);
         return None;
     };
     let live = Live {
@@ -165,7 +203,7 @@ async fn create(
         expires: answer.expires,
     };
     app.content_caches()
-        .insert(&caller.tenant, &cut.key, live.clone());
+        .insert(&caller.tenant, &caller.cache_id(&cut.key), live.clone());
     Some(live.name)
 }
 
@@ -184,7 +222,12 @@ fn spawn_extend(
     let upstream = caller.upstream.clone();
     let headers = caller.headers.clone();
     let query = caller.query.map(str::to_owned);
-    let (tenant, key, model) = (caller.tenant, cut.key, caller.model.to_owned());
+    let (tenant, key, model) = (
+        caller.tenant,
+        caller.cache_id(&cut.key),
+        caller.model.to_owned(),
+    );
+    let salt = caller.salt;
     tokio::spawn(async move {
         let caller = Caller {
             upstream: &upstream,
@@ -192,6 +235,7 @@ fn spawn_extend(
             headers: &headers,
             query: query.as_deref(),
             model: &model,
+            salt,
         };
         let patched = own_call(
             &app,

@@ -352,6 +352,10 @@ async fn json_body(
     };
     let mut gemini = None;
     let mut write = None;
+    let salt = match gemini_model {
+        Some(_) => env.tree().and_then(cached_content::cache_salt),
+        None => None,
+    };
     let tree_markers = match anthropic {
         true => env.tree().map(markers::client_markers).unwrap_or_default(),
         false => markers::ClientMarkers::default(),
@@ -380,7 +384,13 @@ async fn json_body(
                 Branch::StrategyOff
             }
             _ if gemini_model.is_some() => {
-                let decision = cached_content::decide(app, &target.tenant, &prompt, &boundaries);
+                let decision = cached_content::decide(
+                    app,
+                    &target.tenant,
+                    salt.as_ref(),
+                    &prompt,
+                    &boundaries,
+                );
                 let branch = match &decision {
                     Decision::Reference { .. } => Branch::CachedContent,
                     Decision::Create { .. } => Branch::CachedContentCreate,
@@ -439,6 +449,7 @@ async fn json_body(
             headers: target.headers,
             query: target.query,
             model,
+            salt,
         };
         referenced = cached_content::carry_out(app, ex, &caller, &mut env, decision).await;
         if referenced.is_some() {

@@ -29,15 +29,22 @@ async fn proxy_for(sim: SocketAddr, name: &str, extra: &str) -> TestProxy {
 /// A question about a long document, asked question first in one string (the rewrite splits
 /// it into two Contents, the document first).
 fn request(question: &str) -> String {
+    request_with(question, None)
+}
+
+fn request_with(question: &str, tool_config: Option<Value>) -> String {
     let document = "The annual report covers revenue, costs, hiring and the outlook for \
                     each region in detail. "
         .repeat(150);
-    json!({
+    let mut body = json!({
         "systemInstruction": {"parts": [{"text": "Answer from the document."}]},
         "contents": [{"role": "user", "parts": [{"text": format!("{question}\n\n{document}")}]}],
         "generationConfig": {"maxOutputTokens": 20},
-    })
-    .to_string()
+    });
+    if let Some(config) = tool_config {
+        body["toolConfig"] = config;
+    }
+    body.to_string()
 }
 
 struct Answer {
@@ -48,13 +55,17 @@ struct Answer {
 }
 
 async fn ask(proxy: &TestProxy, mount: &str, key: &str, question: &str) -> Answer {
+    ask_with(proxy, mount, key, &request(question)).await
+}
+
+async fn ask_with(proxy: &TestProxy, mount: &str, key: &str, body: &str) -> Answer {
     let r = client()
         .post(proxy.url(&format!(
             "/{mount}/v1beta/models/gemini-2.5-flash:generateContent"
         )))
         .header("x-goog-api-key", key)
         .header("content-type", "application/json")
-        .body(request(question))
+        .body(body.to_owned())
         .send()
         .await
         .unwrap();
@@ -189,4 +200,32 @@ async fn with_the_strategy_off_nothing_is_cached() {
         .unwrap_or(0.0)
             >= 4.0
     );
+}
+
+#[tokio::test]
+async fn a_cache_made_under_one_tool_config_is_never_read_under_another() {
+    let sim = start_sim().await;
+    let proxy = proxy_for(sim, "gemini-cc-tc", "").await;
+    let config = |mode: &str| Some(json!({"functionCallingConfig": {"mode": mode}}));
+    for q in ["a?", "b?", "c?"] {
+        let body = request_with(q, config("AUTO"));
+        assert_eq!(
+            ask_with(&proxy, "gemini-cc-tc", "key-tc", &body)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(caches_of(sim, "key-tc").await.len(), 1, "AUTO's cache");
+    // The same prefix under another tool config: a cache of its own (reading AUTO's would
+    // replace the request's NONE with AUTO).
+    let body = request_with("d?", config("NONE"));
+    let other = ask_with(&proxy, "gemini-cc-tc", "key-tc", &body).await;
+    assert_eq!(other.status, 200);
+    assert!(
+        other.rewrites.contains("cached_content"),
+        "{}",
+        other.rewrites
+    );
+    assert_eq!(caches_of(sim, "key-tc").await.len(), 2);
 }
