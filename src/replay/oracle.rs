@@ -17,8 +17,14 @@
 //!   is a relaxation of every real schedule (it ignores the 4-breakpoint and 20-block limits,
 //!   the 1h-before-5m order, and that a Gemini request reads only one cache and a new cache
 //!   re-bills its whole prefix), hence an upper bound on savings:
-//!   - Anthropic session with TTL τ: every gap between consecutive use times ≤ τ (a hit
-//!     refreshes the entry); profit = readers × (input − read) × L − (write_τ − input) × L.
+//!   - Anthropic session: every gap between consecutive use times ≤ its TTL (a hit refreshes
+//!     the entry); profit = readers × (input − read) × L − (write_τ − input) × L, τ chosen per
+//!     session. One more way to bridge a gap of more than 5 minutes (up to an hour) at the 5m
+//!     premium: when the request after the gap shares a longer cacheable prefix with an earlier
+//!     request of the last hour. A 1h entry of that longer prefix holds (and its reads serve)
+//!     this edge too, and its writer paid the 1h premium only on its own new tokens: charging
+//!     the edge its own 1h premium there would not be a bound (a schedule doing this saves
+//!     more).
 //!   - Gemini session (an explicit cache held from its first to its last use, exactly as long
 //!     as needed): profit = readers × (input − read) × L − read × L (the creator pays the
 //!     creation at the input price and then reads it) − storage × L × hours held.
@@ -151,26 +157,31 @@ fn automatic_bill(items: &[Item], prices: &Prices, read: u64) -> OracleBill {
 
 /// Anthropic: the best sessions per trie edge (module docs).
 pub fn anthropic(items: &[Item], prices: &Prices, min_tokens: u64) -> OracleBill {
+    const FIVE_MINUTES: f64 = 300.0;
+    const ONE_HOUR: f64 = 3600.0;
     let read_gain = prices.input.saturating_sub(prices.read) as f64;
-    let mut ttls = vec![(Duration::from_secs(300), prices.write_5m)];
-    if let Some(w) = prices.write_1h {
-        ttls.push((Duration::from_secs(3600), w));
-    }
-    let edges = edges(items, min_tokens);
-    let saved: f64 = edges
+    let premium_5m = prices.write_5m as f64 - prices.input as f64;
+    let premium_1h = prices.write_1h.map(|w| w as f64 - prices.input as f64);
+    let saved: f64 = edges(items, min_tokens)
         .iter()
         .map(|edge| {
-            ttls.iter()
-                .map(|&(ttl, write)| {
-                    let premium = write as f64 - prices.input as f64;
-                    best_sessions(&edge.uses, |uses| {
-                        if uses.windows(2).any(|w| w[1] - w[0] > ttl.as_secs_f64()) {
-                            return None;
-                        }
-                        Some(readers(uses) as f64 * read_gain - premium)
-                    }) * edge.tokens as f64
-                })
-                .fold(0.0, f64::max)
+            let uses = &edge.uses;
+            best_sessions(uses.len(), |first, end| {
+                let gaps = (first + 1..end).map(|j| (j, uses[j] - uses[j - 1]));
+                let mut short = true;
+                let mut within_hour = true;
+                for (j, gap) in gaps {
+                    within_hour &= gap <= ONE_HOUR;
+                    short &= gap <= FIVE_MINUTES
+                        || (premium_1h.is_some() && gap <= ONE_HOUR && edge.bridged[j]);
+                }
+                let premium = match (short, within_hour, premium_1h) {
+                    (true, _, _) => premium_5m,
+                    (false, true, Some(p)) => p,
+                    _ => return None,
+                };
+                Some(readers(&uses[first..end]) as f64 * read_gain - premium)
+            }) * edge.tokens as f64
         })
         .sum();
     bill(items, prices, saved)
@@ -182,7 +193,8 @@ pub fn gemini(items: &[Item], prices: &Prices, min_tokens: u64) -> OracleBill {
     let saved: f64 = edges(items, min_tokens)
         .iter()
         .map(|edge| {
-            best_sessions(&edge.uses, |uses| {
+            best_sessions(edge.uses.len(), |first, end| {
+                let uses = &edge.uses[first..end];
                 let hours = (uses[uses.len() - 1] - uses[0]) / 3600.0;
                 Some(
                     readers(uses) as f64 * read_gain
@@ -210,67 +222,93 @@ fn readers(uses: &[f64]) -> usize {
     uses.iter().filter(|&&t| t > uses[0]).count()
 }
 
-/// The most profit from splitting `uses` (sorted times) into sessions of consecutive uses,
-/// each worth `profit(session)` per token (`None`: not a valid session), uses between sessions
-/// paying full price.
-fn best_sessions(uses: &[f64], profit: impl Fn(&[f64]) -> Option<f64>) -> f64 {
-    let mut best = vec![0.0f64; uses.len() + 1];
-    for end in 1..=uses.len() {
+/// The most profit from splitting `n` uses (sorted by time) into sessions of consecutive uses,
+/// each worth `profit(first, end)` per token for uses `first..end` (`None`: not a valid
+/// session, nor is any that starts earlier), uses between sessions paying full price.
+fn best_sessions(n: usize, profit: impl Fn(usize, usize) -> Option<f64>) -> f64 {
+    let mut best = vec![0.0f64; n + 1];
+    for end in 1..=n {
         best[end] = best[end - 1];
         for first in (0..end).rev() {
-            match profit(&uses[first..end]) {
+            match profit(first, end) {
                 Some(p) => best[end] = best[end].max(best[first] + p),
                 // A gap too long for the TTL stays too long for every earlier start.
                 None => break,
             }
         }
     }
-    best[uses.len()]
+    best[n]
 }
 
 /// A trie edge: the tokens between a cacheable prefix and the nearest cacheable prefix above it,
 /// and the times of the requests passing through it.
 struct Edge {
     tokens: u64,
+    /// Use times, sorted.
     uses: Vec<f64>,
+    /// Per use: an earlier request of the last hour shares a longer cacheable prefix with it
+    /// (whose 1h entry could serve this edge too).
+    bridged: Vec<bool>,
 }
+
+/// A cacheable prefix: its end and the prefix hash there.
+type PrefixId = (usize, u64);
+
+/// One request through a prefix: its time and the next cacheable prefix on its path.
+type Use = (f64, Option<PrefixId>);
 
 /// The cacheable prefixes of every prompt (block ends of at least `min_tokens`), each with the
 /// tokens it adds over the cacheable prefix before it (taken from the first prompt that has
 /// it), and the times of all requests that have it.
 fn edges(items: &[Item], min_tokens: u64) -> Vec<Edge> {
-    let mut by_prefix: HashMap<(usize, u64), Edge> = HashMap::new();
-    let mut order: Vec<(usize, u64)> = Vec::new();
+    // Per prefix: its tokens over its parent, and its uses as (time, the next cacheable prefix
+    // on that request's path).
+    let mut by_prefix: HashMap<PrefixId, (u64, Vec<Use>)> = HashMap::new();
+    let mut order: Vec<PrefixId> = Vec::new();
     for item in items {
         let mut parent = 0u64;
-        let mut seen_here: Vec<(usize, u64)> = Vec::new();
+        let mut path: Vec<PrefixId> = Vec::new();
         for block in &item.prompt.blocks {
             let end = block.end;
             if (end as u64) < min_tokens || (end as u64) == parent {
                 continue;
             }
             let key = (end, item.prompt.prefix_hash(end));
-            if seen_here.contains(&key) {
+            if path.contains(&key) {
                 continue;
             }
-            seen_here.push(key);
-            let edge = by_prefix.entry(key).or_insert_with(|| {
+            by_prefix.entry(key).or_insert_with(|| {
                 order.push(key);
-                Edge {
-                    tokens: end as u64 - parent,
-                    uses: Vec::new(),
-                }
+                (end as u64 - parent, Vec::new())
             });
-            edge.uses.push(item.t);
+            path.push(key);
             parent = end as u64;
+        }
+        for (i, key) in path.iter().enumerate() {
+            if let Some((_, uses)) = by_prefix.get_mut(key) {
+                uses.push((item.t, path.get(i + 1).copied()));
+            }
         }
     }
     order
         .into_iter()
         .filter_map(|key| by_prefix.remove(&key))
-        .map(|mut edge| {
-            edge.uses.sort_by(f64::total_cmp);
-            edge
+        .map(|(tokens, mut uses)| {
+            uses.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let bridged = (0..uses.len())
+                .map(|j| {
+                    let (t, child) = uses[j];
+                    child.is_some()
+                        && uses[..j]
+                            .iter()
+                            .any(|&(s, c)| c == child && s < t && t - s <= 3600.0)
+                })
+                .collect();
+            Edge {
+                tokens,
+                uses: uses.into_iter().map(|(t, _)| t).collect(),
+                bridged,
+            }
         })
         .collect()
 }

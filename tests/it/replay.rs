@@ -69,14 +69,16 @@ async fn every_workload_replays_and_no_route_beats_the_oracle() {
             } else if strategy {
                 // cachet's breakpoints never lose money and beat the gateways' fixed placement
                 // everywhere; where the oracle saves much, they reach most of it (measured at
-                // this scale: chat 97%, agent 100%, rag 86%, volatile 100%; docqa's oracle saves
-                // 2.7%, from a document whose questions come back twice within the hour, which
-                // no write before the second question can foresee).
+                // this scale against the oracle that counts 1h entries of longer prefixes: chat
+                // 94.7%, agent 99.6%, rag 80.7%, volatile 99.6%; docqa's oracle saves 2.7%, from a
+                // document whose questions come back twice within the hour, which no write before
+                // the second question can foresee).
                 let saved = |r| report.efficiency(r).unwrap();
                 let fixed = saved(route(&report, Route::Fixed));
                 let floor = match name {
-                    "chat" | "agent" | "volatile" => 0.95,
-                    "rag" => 0.85,
+                    "agent" | "volatile" => 0.99,
+                    "chat" => 0.94,
+                    "rag" => 0.80,
                     _ => 0.0,
                 };
                 assert!(saved(cachet) >= floor, "{label}: {}", saved(cachet));

@@ -207,3 +207,39 @@ proptest! {
         prop_assert!(best <= direct && best <= fixed);
     }
 }
+
+/// Found by `oracle_bounds_every_anthropic_placement`: the first request writes the document at
+/// 5m, the second reads it and writes document + its tail at 1h (the 1h premium on the tail
+/// only), and the third, more than 5 minutes later, reads all of it from that entry. The bound
+/// must cover that schedule.
+#[test]
+fn anthropic_bridges_a_long_gap_through_a_longer_shared_prefix() {
+    let doc = || text(words(1, 70));
+    let tail = || text(words(2, 100));
+    let reqs: Vec<Item> = [
+        (0.0, vec![doc()]),
+        (30.0, vec![doc(), tail()]),
+        (430.0, vec![doc(), tail()]),
+    ]
+    .into_iter()
+    .map(|(t, blocks)| Item {
+        t,
+        prompt: prompt(&blocks),
+    })
+    .collect();
+    let best = [
+        vec![(0, Ttl::FiveMinutes)],
+        vec![(1, Ttl::OneHour)],
+        vec![(1, Ttl::OneHour)],
+    ];
+    let schedule = anthropic_cost_of_placement(&reqs, &best, &SONNET, 60);
+    let uncached = u128::from(reqs.iter().map(|r| r.prompt.tokens()).sum::<u64>()) * 3_000_000;
+    let saved_by_schedule = uncached - schedule;
+    let oracle = anthropic(&reqs, &SONNET, 60);
+    assert!(
+        u128::from(oracle.saved_nusd) * 1000 + 1000 >= saved_by_schedule,
+        "oracle {} < schedule {}",
+        oracle.saved_nusd,
+        saved_by_schedule / 1000
+    );
+}
