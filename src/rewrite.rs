@@ -50,9 +50,28 @@ pub type Applied = BTreeSet<Rewrite>;
 /// Empty: the body is exactly as it was. Only generating routes are rewritten: counting tokens
 /// or creating a Gemini cache must see what the client wrote.
 pub fn rewrite(endpoint: &Endpoint, body: &mut Value, config: &RewriteConfig) -> Vec<Rewrite> {
+    rewrite_turns(endpoint, body, config, Turns::Split)
+}
+
+/// What the question-after-context rewrite does with a Gemini text "question, blank line,
+/// document": two user Contents, so the document can go into a cached content
+/// (`gemini_split_turn`), or — when it is not going into one — one text, document first, which
+/// costs no tokens more than the client's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turns {
+    Split,
+    Keep,
+}
+
+pub fn rewrite_turns(
+    endpoint: &Endpoint,
+    body: &mut Value,
+    config: &RewriteConfig,
+    turns: Turns,
+) -> Vec<Rewrite> {
     let mut applied = Applied::new();
     if config.question_last {
-        move_questions(endpoint, body, config, &mut applied);
+        move_questions(endpoint, body, config, turns, &mut applied);
     }
     if config.stable_tools && sort_tools(endpoint, body) {
         applied.insert(Rewrite::StableTools);
@@ -64,13 +83,14 @@ fn move_questions(
     endpoint: &Endpoint,
     body: &mut Value,
     config: &RewriteConfig,
+    turns: Turns,
     applied: &mut Applied,
 ) {
     match endpoint {
         Endpoint::Chat => openai::rewrite::chat_questions(body, config, applied),
         Endpoint::Responses => openai::rewrite::responses_questions(body, config, applied),
         Endpoint::AnthropicMessages => anthropic::rewrite::questions(body, config, applied),
-        Endpoint::GeminiGenerate { .. } => gemini::rewrite::questions(body, config, applied),
+        Endpoint::GeminiGenerate { .. } => gemini::rewrite::questions(body, config, turns, applied),
         Endpoint::AnthropicCountTokens
         | Endpoint::GeminiCountTokens { .. }
         | Endpoint::GeminiCachedContents => {}

@@ -131,8 +131,10 @@ pub(super) async fn carry_out(
     let (cut, name) = match decision {
         Decision::Nothing => return None,
         Decision::Reference { cut, name, extend } => {
-            if let Some(ttl) = extend {
-                spawn_extend(app, parent, caller, &cut, &name, ttl);
+            if let Some(ttl) = extend
+                && !self::extend(app, parent, caller, &cut, &name, ttl).await
+            {
+                return None;
             }
             (cut, name)
         }
@@ -207,57 +209,47 @@ async fn create(
     Some(live.name)
 }
 
-/// Gives the cache `name` a new TTL, off the request path.
-fn spawn_extend(
+/// Gives the cache `name` a new TTL before the request reads it. Done in line, not in the
+/// background: it happens about once per half TTL per cache, and its answer tells whether the
+/// cache is still there (a 404 spares the request a failed attempt and a resend). `false` when
+/// the cache is gone, and forgotten.
+async fn extend(
     app: &AppState,
     parent: &Exchange,
     caller: &Caller<'_>,
     cut: &Cut,
     name: &str,
     ttl: Duration,
-) {
+) -> bool {
     let (path, body) = cache::extend(name, ttl);
-    let app = app.clone();
-    let parent = parent.clone();
-    let upstream = caller.upstream.clone();
-    let headers = caller.headers.clone();
-    let query = caller.query.map(str::to_owned);
-    let (tenant, key, model) = (
-        caller.tenant,
-        caller.cache_id(&cut.key),
-        caller.model.to_owned(),
-    );
-    let salt = caller.salt;
-    tokio::spawn(async move {
-        let caller = Caller {
-            upstream: &upstream,
-            tenant,
-            headers: &headers,
-            query: query.as_deref(),
-            model: &model,
-            salt,
-        };
-        let patched = own_call(
-            &app,
-            &parent,
-            &caller,
-            Own {
-                call: Call::CacheExtend,
-                method: Method::PATCH,
-                path: &path,
-                body: &body,
-            },
-            |_| Usage::default(),
-        )
-        .await;
-        if let Some(patched) = patched {
+    let patched = own_call(
+        app,
+        parent,
+        caller,
+        Own {
+            call: Call::CacheExtend,
+            method: Method::PATCH,
+            path: &path,
+            body: &body,
+        },
+        |_| Usage::default(),
+    )
+    .await;
+    let id = caller.cache_id(&cut.key);
+    match patched {
+        Some(patched) => {
             let live = Live {
                 name: patched.name,
                 expires: patched.expires,
             };
-            app.content_caches().insert(&tenant, &key, live);
+            app.content_caches().insert(&caller.tenant, &id, live);
+            true
         }
-    });
+        None => {
+            app.content_caches().forget(&caller.tenant, &id, name);
+            false
+        }
+    }
 }
 
 /// A call cachet makes on its own.

@@ -326,12 +326,13 @@ async fn json_body(
         && info.stream
         && app.config().usage.inject_include_usage
         && openai::request_stream_usage(&mut env);
+    // Before any edit, a copy costs a reference count: kept for Gemini, whose turn split is
+    // undone when no cache comes of it.
+    let pristine = matches!(route, Endpoint::GeminiGenerate { .. }).then(|| env.clone());
+    let mut split_turn = false;
     if let Some(config) = rewrite.filter(|c| c.question_last || c.stable_tools) {
-        let mut applied = Vec::new();
-        env.edit(|tree| {
-            applied = rewrite::rewrite(route, tree, config);
-            !applied.is_empty()
-        });
+        let applied = apply_rewrites(&mut env, route, config, rewrite::Turns::Split);
+        split_turn = applied.contains(&rewrite::Rewrite::GeminiSplitTurn);
         ex.rewrites.extend(applied.iter().map(|r| r.as_str()));
     }
     let config = &app.config().rewrite;
@@ -456,6 +457,16 @@ async fn json_body(
             ex.rewrites.push("cached_content");
         }
     }
+    if let (true, None, Some(pristine), Some(config)) = (split_turn, &referenced, pristine, rewrite)
+    {
+        // No cache holds the document: the question goes after it in the same text instead of a
+        // turn of its own (DESIGN.md: a turn is split only for a cached content). Nothing else
+        // edits a Gemini request before this point.
+        env = pristine;
+        ex.rewrites.clear();
+        let applied = apply_rewrites(&mut env, route, config, rewrite::Turns::Keep);
+        ex.rewrites.extend(applied.iter().map(|r| r.as_str()));
+    }
     // Last, as in the contract's vocabulary.
     if strip {
         ex.rewrites.push("include_usage");
@@ -565,6 +576,21 @@ fn anthropic_breakpoints(
     let last = prompt.segments.len().saturating_sub(1);
     let last_place = prompt.segments.last().map(|s| s.place);
     plan::anthropic::place(&candidates, &client, min, last, last_place)
+}
+
+/// Applies the request rewrites; what was done.
+fn apply_rewrites(
+    env: &mut Envelope,
+    route: &Endpoint,
+    config: &RewriteConfig,
+    turns: rewrite::Turns,
+) -> Vec<rewrite::Rewrite> {
+    let mut applied = Vec::new();
+    env.edit(|tree| {
+        applied = rewrite::rewrite_turns(route, tree, config, turns);
+        !applied.is_empty()
+    });
+    applied
 }
 
 /// The new prefix this request would write, if any: the longest breakpoint cachet placed, or

@@ -131,6 +131,20 @@ fn openai_string_is_swapped_and_a_single_part_split_in_two() {
 }
 
 #[test]
+fn gemini_string_stays_one_turn_when_no_cache_takes_the_document() {
+    let doc = document(60);
+    let mut body = json!({"contents": [
+        {"role": "user", "parts": [{"text": format!("{Q}\n\n{doc}")}]}]});
+    let applied = rewrite_turns(&gemini(), &mut body, &config(), Turns::Keep);
+    assert_eq!(applied, [Rewrite::QuestionLast]);
+    assert_eq!(
+        body,
+        json!({"contents": [
+            {"role": "user", "parts": [{"text": format!("{doc}\n\n{Q}")}]}]})
+    );
+}
+
+#[test]
 fn gemini_string_splits_into_two_user_contents() {
     let doc = document(60);
     assert_rewrites(

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::config::RewriteConfig;
-use crate::rewrite::{self, Applied, PartView, Plan, Rewrite};
+use crate::rewrite::{self, Applied, PartView, Plan, Rewrite, Turns};
 
 /// Part fields that carry a document: context whatever their size. The REST API writes
 /// camelCase; the proto JSON parser also accepts snake_case, so clients send either.
@@ -23,7 +23,7 @@ const TOOLS: [&str; 8] = [
     "code_execution_result",
 ];
 
-pub fn questions(body: &mut Value, config: &RewriteConfig, applied: &mut Applied) {
+pub fn questions(body: &mut Value, config: &RewriteConfig, turns: Turns, applied: &mut Applied) {
     let Some(contents) = body.get_mut("contents").and_then(Value::as_array_mut) else {
         return;
     };
@@ -34,7 +34,7 @@ pub fn questions(body: &mut Value, config: &RewriteConfig, applied: &mut Applied
     let sent = std::mem::take(contents);
     for (content, plan) in sent.into_iter().zip(plans) {
         match plan {
-            Some(plan) => apply(content, plan, config, applied, contents),
+            Some(plan) => apply(content, plan, config, turns, applied, contents),
             None => contents.push(content),
         }
     }
@@ -45,6 +45,7 @@ fn apply(
     mut content: Value,
     plan: Plan,
     config: &RewriteConfig,
+    turns: Turns,
     applied: &mut Applied,
     out: &mut Vec<Value>,
 ) {
@@ -61,8 +62,16 @@ fn apply(
                 return;
             };
             let pieces = split.take_pieces(text, config);
-            out.extend(rewrite::split_in_two(content, pieces, first_text_mut));
-            applied.insert(Rewrite::GeminiSplitTurn);
+            match turns {
+                Turns::Split => {
+                    out.extend(rewrite::split_in_two(content, pieces, first_text_mut));
+                    applied.insert(Rewrite::GeminiSplitTurn);
+                }
+                Turns::Keep => {
+                    *text = pieces.joined();
+                    out.push(content);
+                }
+            }
         }
     }
     rewrite::note(config, applied);
