@@ -23,6 +23,7 @@ pub mod error;
 pub mod explain;
 pub mod flight;
 pub mod http;
+pub mod ledger;
 pub mod mix;
 pub mod plan;
 pub mod pool;
