@@ -60,7 +60,7 @@ async fn through_cachet_every_request_succeeds_or_fails_with_its_injected_fault(
         }
     }
     eprintln!("{requests} requests, {failed} failed with their fault; injected {injected:?}");
-    // Enough of each fault that the test cannot pass vacuously (about 1,900 requests).
+    // Enough of each fault that the test cannot pass vacuously (about 2,200 requests).
     assert!(
         injected.errors.get(&429).copied().unwrap_or(0) >= 40,
         "{injected:?}"
