@@ -64,6 +64,11 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Faults the simulator injects on every route, as JSON or @file.json (the keys of
+        /// `cachet sim --faults`); the report then classes each failure, and the exit status is
+        /// non-zero when one on the cachet route is not the fault injected on it.
+        #[arg(long, value_name = "JSON|@FILE", value_parser = cachet::sim::Faults::from_arg)]
+        faults: Option<cachet::sim::Faults>,
     },
     /// Simulator and proxy in one process, a small workload in every dialect, a summary table.
     Demo {
@@ -126,6 +131,7 @@ async fn main() -> std::process::ExitCode {
             all,
             scale,
             json,
+            faults,
         } => {
             let scale = match scale {
                 ScaleArg::Ci => cachet::replay::workload::Scale::Ci,
@@ -136,6 +142,7 @@ async fn main() -> std::process::ExitCode {
                 all,
                 scale,
                 json,
+                faults,
             };
             cachet::replay::run_cli(options).await
         }

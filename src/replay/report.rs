@@ -88,7 +88,12 @@ impl WorkloadReport {
                 json!({
                     "route": route.name(),
                     "requests": r.requests,
+                    "ok": r.ok(),
                     "failed": r.failed,
+                    "failed_injected": r.injected,
+                    "failed_unexplained": r.unexplained,
+                    "proxy_errors": r.proxy_errors,
+                    "faults_injected": r.faults,
                     "tokens": {
                         "input_uncached": r.tokens.input_uncached,
                         "cache_read": r.tokens.cache_read,
@@ -126,6 +131,71 @@ impl WorkloadReport {
             });
         }
         out
+    }
+}
+
+/// With faults: per workload and route, how requests ended and what the simulator injected
+/// (its count includes the calls cachet and the fixed baseline make on their own).
+pub fn fault_table(reports: &[WorkloadReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<9} {:<9} {:<6} {:>5} {:>5} {:>6} {:>8} {:>11} {:>9}  injected",
+        "workload",
+        "provider",
+        "route",
+        "reqs",
+        "ok",
+        "failed",
+        "injected",
+        "unexplained",
+        "proxy-err"
+    );
+    for report in reports {
+        for (route, r) in &report.routes {
+            let _ = writeln!(
+                out,
+                "{:<9} {:<9} {:<6} {:>5} {:>5} {:>6} {:>8} {:>11} {:>9}  {}",
+                report.name,
+                report.provider,
+                route.name(),
+                r.requests,
+                r.ok(),
+                r.failed,
+                r.injected,
+                r.unexplained,
+                r.proxy_errors,
+                tally(&r.faults),
+            );
+        }
+    }
+    out
+}
+
+/// `429×12 404×3 reset×5 evict×7 (2 cachedContents)`.
+fn tally(t: &crate::sim::Tally) -> String {
+    let mut parts: Vec<String> = t
+        .errors
+        .iter()
+        .map(|(status, n)| format!("{status}×{n}"))
+        .collect();
+    for (name, n) in [
+        ("reset", t.resets),
+        ("latency", t.latency),
+        ("slow", t.slow_streams),
+        ("evict", t.evictions),
+    ] {
+        if n > 0 {
+            parts.push(format!("{name}×{n}"));
+        }
+    }
+    if t.evicted_cached_contents > 0 {
+        parts.push(format!("({} cachedContents)", t.evicted_cached_contents));
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -184,7 +254,11 @@ pub fn table(reports: &[WorkloadReport]) -> String {
                 eff,
             );
             if r.failed > 0 {
-                let _ = writeln!(out, "  ({} of {} requests failed)", r.failed, r.requests);
+                let _ = writeln!(
+                    out,
+                    "  ({} of {} requests failed: {} with their injected fault, {} unexplained)",
+                    r.failed, r.requests, r.injected, r.unexplained
+                );
             }
         }
         if let Some(pool) = &report.pool {

@@ -18,6 +18,11 @@
 //! and a router sees them in flight: the clock moves from event to event (an arrival, or the
 //! earliest end), requests are sent one at a time in trace order (equal `t` included; each
 //! waits until its replica has it), and replies are released in order of their ends.
+//!
+//! With faults (`cachet replay --faults`), every route's simulator injects them, and each
+//! failed request is classed by what its response shows: the fault injected on it (an error
+//! status the spec injects, marked `error` in `x-cachet-sim-fault`, or a reply cut short marked
+//! `reset`), or nothing that explains it, which on the cachet route is a defect of cachet's.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -34,7 +39,7 @@ use crate::config::Config;
 use crate::pricing::PriceTable;
 use crate::server;
 use crate::sim::engine::ReplicaLoad;
-use crate::sim::{self, Settings, Sim};
+use crate::sim::{self, FAULT_HEADER, Faults, Settings, Sim, Tally};
 use crate::state::AppState;
 use crate::usage::Usage;
 
@@ -68,6 +73,14 @@ impl Route {
 pub struct RouteResult {
     pub requests: u64,
     pub failed: u64,
+    /// Of the failures, those that failed with exactly the fault injected on them.
+    pub injected: u64,
+    /// Of the failures, those no injected fault explains.
+    pub unexplained: u64,
+    /// Responses that are the proxy's own errors (`x-cachet-error`).
+    pub proxy_errors: u64,
+    /// The faults the simulator injected (its own count, cachet's own calls included).
+    pub faults: Tally,
     pub tokens: Usage,
     /// Input side including Gemini storage, nano-USD; `None` when a price is missing.
     pub cost_nusd: Option<u64>,
@@ -82,10 +95,60 @@ pub fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(T0_UNIX)
 }
 
+/// How one request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Failed with exactly the fault injected on it.
+    Injected,
+    /// Failed with nothing injected that explains it.
+    Unexplained,
+}
+
+/// One request's outcome, and whether its response was the proxy's own error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub outcome: Outcome,
+    pub proxy_error: bool,
+}
+
+impl RouteResult {
+    fn count(&mut self, answer: Answer) {
+        self.requests += 1;
+        match answer.outcome {
+            Outcome::Ok => {}
+            Outcome::Injected => {
+                self.failed += 1;
+                self.injected += 1;
+            }
+            Outcome::Unexplained => {
+                self.failed += 1;
+                self.unexplained += 1;
+            }
+        }
+        self.proxy_errors += u64::from(answer.proxy_error);
+    }
+
+    /// Requests that succeeded.
+    pub fn ok(&self) -> u64 {
+        self.requests - self.failed
+    }
+}
+
 /// Replays `workload` on `route` and returns the simulator's bill.
 pub async fn replay(
     workload: &Workload,
     route: Route,
+    progress: &mut Progress,
+) -> anyhow::Result<RouteResult> {
+    replay_with(workload, route, None, progress).await
+}
+
+/// [`replay`] with `faults` injected by the simulator.
+pub async fn replay_with(
+    workload: &Workload,
+    route: Route,
+    faults: Option<&Faults>,
     progress: &mut Progress,
 ) -> anyhow::Result<RouteResult> {
     let clock = Arc::new(Clock::manual(t0()));
@@ -105,6 +168,10 @@ pub async fn replay(
     } else {
         sim
     });
+    let injected = Injected::of(faults);
+    if let Some(faults) = faults {
+        sim.set_faults(faults.clone());
+    }
     let sim_listener = server::bind("127.0.0.1:0".parse()?).await?;
     let sim_addr = sim_listener.local_addr()?;
     let sim_server = axum::serve(server::nodelay(sim_listener), sim::build(sim.clone()));
@@ -139,6 +206,7 @@ pub async fn replay(
             route,
             clock: &clock,
             gate,
+            injected: &injected,
         };
         pool.replay(workload, &mut result, progress).await;
     }
@@ -154,16 +222,13 @@ pub async fn replay(
             let target = target(workload.provider, route, &base, request, index);
             index += 1;
             let body = match route {
-                Route::Fixed => fixed.apply(&client, &base, workload, request).await?,
+                Route::Fixed => fixed.apply(&client, &base, workload, request).await,
                 Route::Direct | Route::Cachet => request.body.clone(),
             };
-            sends.push(send(&client, target, request, body));
+            sends.push(send(&client, target, request, body, &injected));
         }
-        for outcome in join_all(sends).await {
-            result.requests += 1;
-            if !outcome {
-                result.failed += 1;
-            }
+        for answer in join_all(sends).await {
+            result.count(answer);
         }
         progress.advance(group.len());
     }
@@ -184,6 +249,7 @@ pub async fn replay(
         result.output_nusd = add(result.output_nusd, account.output_nusd);
     }
     result.replicas = sim.replica_loads();
+    result.faults = sim.fault_tally();
     drop(sim_task);
     Ok(result)
 }
@@ -195,38 +261,39 @@ struct Pool<'a> {
     route: Route,
     clock: &'a Clock,
     gate: &'a crate::sim::gate::Gate,
+    injected: &'a Injected,
 }
 
 impl Pool<'_> {
     async fn replay(&self, workload: &Workload, result: &mut RouteResult, progress: &mut Progress) {
-        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<bool>();
-        let count = |ok: bool, result: &mut RouteResult, progress: &mut Progress| {
-            result.requests += 1;
-            result.failed += u64::from(!ok);
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+        let count = |answer: Answer, result: &mut RouteResult, progress: &mut Progress| {
+            result.count(answer);
             progress.advance(1);
         };
         for (index, request) in workload.requests.iter().enumerate() {
             let at = t0() + Duration::from_secs_f64(request.t.max(0.0));
-            for ok in self.release(Some(at), &mut finished).await {
-                count(ok, result, progress);
+            for answer in self.release(Some(at), &mut finished).await {
+                count(answer, result, progress);
             }
             self.clock.set(at);
             let parked = self.gate.arrivals();
             let url = target(workload.provider, self.route, self.base, request, index);
             let (client, request, done) = (self.client.clone(), request.clone(), done.clone());
+            let injected = self.injected.clone();
             tokio::spawn(async move {
                 let body = request.body.clone();
-                let _ = done.send(send(&client, url, &request, body).await);
+                let _ = done.send(send(&client, url, &request, body, &injected).await);
             });
             // The next request waits until this one has reached its replica (or has failed
             // on the way), so arrivals keep the trace's order.
             tokio::select! {
                 () = self.gate.arrived(parked + 1) => {}
-                Some(ok) = finished.recv() => count(ok, result, progress),
+                Some(answer) = finished.recv() => count(answer, result, progress),
             }
         }
-        for ok in self.release(None, &mut finished).await {
-            count(ok, result, progress);
+        for answer in self.release(None, &mut finished).await {
+            count(answer, result, progress);
         }
     }
 
@@ -235,8 +302,8 @@ impl Pool<'_> {
     async fn release(
         &self,
         until: Option<SystemTime>,
-        finished: &mut tokio::sync::mpsc::UnboundedReceiver<bool>,
-    ) -> Vec<bool> {
+        finished: &mut tokio::sync::mpsc::UnboundedReceiver<Answer>,
+    ) -> Vec<Answer> {
         let mut outcomes = Vec::new();
         while let Some(end) = self
             .gate
@@ -246,7 +313,7 @@ impl Pool<'_> {
             self.clock.set(end);
             for _ in 0..self.gate.release(end) {
                 match finished.recv().await {
-                    Some(ok) => outcomes.push(ok),
+                    Some(answer) => outcomes.push(answer),
                     None => return outcomes,
                 }
             }
@@ -285,21 +352,70 @@ fn first_block_hash(body: &Value) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// Sends one request and reads its response to the end; `false` when it did not succeed.
-async fn send(client: &reqwest::Client, url: String, request: &Request, body: Value) -> bool {
+/// What the simulator injects that can fail a request: the error statuses of the spec.
+#[derive(Clone, Debug, Default)]
+struct Injected {
+    statuses: Vec<u16>,
+}
+
+impl Injected {
+    fn of(faults: Option<&Faults>) -> Self {
+        Injected {
+            statuses: faults.map(Faults::error_statuses).unwrap_or_default(),
+        }
+    }
+
+    /// Whether a failure is the fault injected on the request: an injected error status marked
+    /// `error`, or a successful head whose body was cut, marked `reset`.
+    fn explains(&self, status: reqwest::StatusCode, body_ok: bool, kinds: &[&str]) -> bool {
+        if status.is_success() {
+            !body_ok && kinds.contains(&"reset")
+        } else {
+            kinds.contains(&"error") && self.statuses.contains(&status.as_u16())
+        }
+    }
+}
+
+/// Sends one request and reads its response to the end; how it ended.
+async fn send(
+    client: &reqwest::Client,
+    url: String,
+    request: &Request,
+    body: Value,
+    injected: &Injected,
+) -> Answer {
+    let unexplained = Answer {
+        outcome: Outcome::Unexplained,
+        proxy_error: false,
+    };
     let mut builder = client.post(url).header("content-type", "application/json");
     for (name, value) in &request.headers {
         builder = builder.header(name, value);
     }
     let Ok(bytes) = serde_json::to_vec(&body) else {
-        return false;
+        return unexplained;
     };
-    match builder.body(bytes).send().await {
-        Ok(res) => {
-            let ok = res.status().is_success();
-            ok && res.bytes().await.is_ok()
-        }
-        Err(_) => false,
+    let Ok(res) = builder.body(bytes).send().await else {
+        return unexplained;
+    };
+    let status = res.status();
+    let proxy_error = res.headers().contains_key(crate::error::ERROR_HEADER);
+    let kinds: String = res
+        .headers()
+        .get(FAULT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let kinds: Vec<&str> = kinds.split(',').map(str::trim).collect();
+    let body_ok = res.bytes().await.is_ok();
+    let outcome = match () {
+        _ if status.is_success() && body_ok => Outcome::Ok,
+        _ if injected.explains(status, body_ok, &kinds) => Outcome::Injected,
+        _ => Outcome::Unexplained,
+    };
+    Answer {
+        outcome,
+        proxy_error,
     }
 }
 
@@ -318,22 +434,23 @@ impl Fixed {
         base: &str,
         workload: &Workload,
         request: &Request,
-    ) -> anyhow::Result<Value> {
+    ) -> Value {
         let mut body = request.body.clone();
         match workload.provider {
             Provider::Anthropic => mark_anthropic(&mut body),
             Provider::Gemini => {
                 self.gemini(client, base, workload, request, &mut body)
-                    .await?
+                    .await
             }
             Provider::OpenAi | Provider::DeepSeek | Provider::Vllm => {}
         }
-        Ok(body)
+        body
     }
 
     /// One `cachedContents` of system instruction + tools (+ tool config) once they reach the
     /// model's minimum, created with the request's own key and re-created after it expires
-    /// (default TTL, 1 h); the request then references it instead of carrying them.
+    /// (default TTL, 1 h); the request then references it instead of carrying them. A create
+    /// that fails (an injected fault) leaves the request as it is.
     async fn gemini(
         &mut self,
         client: &reqwest::Client,
@@ -341,16 +458,16 @@ impl Fixed {
         workload: &Workload,
         request: &Request,
         body: &mut Value,
-    ) -> anyhow::Result<()> {
+    ) {
         let Some(obj) = body.as_object() else {
-            return Ok(());
+            return;
         };
         let fixed: serde_json::Map<String, Value> = ["systemInstruction", "tools", "toolConfig"]
             .iter()
             .filter_map(|k| obj.get(*k).map(|v| ((*k).to_owned(), v.clone())))
             .collect();
         if fixed.is_empty() {
-            return Ok(());
+            return;
         }
         let prices = self
             .prices
@@ -361,7 +478,7 @@ impl Fixed {
             .unwrap_or(2048);
         let fixed = Value::Object(fixed);
         if sim::render_request("gemini", &request.path, &fixed).tokens() < min {
-            return Ok(());
+            return;
         }
         let key = request
             .headers
@@ -381,25 +498,10 @@ impl Fixed {
             None => {
                 let mut create = fixed.clone();
                 create["model"] = json!(format!("models/{}", workload.model));
-                let res = client
-                    .post(format!("{base}/gemini/v1beta/cachedContents"))
-                    .header("x-goog-api-key", &key)
-                    .header("content-type", "application/json")
-                    .body(create.to_string())
-                    .send()
-                    .await
-                    .context("creating the fixed baseline's Gemini cache")?;
-                let bytes = res.bytes().await.context("reading the created cache")?;
-                let created: Value =
-                    serde_json::from_slice(&bytes).context("created cache JSON")?;
-                let name = created["name"]
-                    .as_str()
-                    .context("created cache has no name")?
-                    .to_owned();
-                let expires = created["expireTime"]
-                    .as_str()
-                    .and_then(parse_rfc3339)
-                    .unwrap_or(now);
+                let Some((name, expires)) = create_cache(client, base, &key, &create).await else {
+                    return;
+                };
+                let expires = expires.unwrap_or(now);
                 self.gemini.insert(id, (name.clone(), expires));
                 name
             }
@@ -410,8 +512,31 @@ impl Fixed {
             }
             obj.insert("cachedContent".into(), json!(name));
         }
-        Ok(())
     }
+}
+
+/// Creates a Gemini cache of `body` with `key`; its name and expiry, `None` when the create
+/// failed.
+async fn create_cache(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> Option<(String, Option<SystemTime>)> {
+    let res = client
+        .post(format!("{base}/gemini/v1beta/cachedContents"))
+        .header("x-goog-api-key", key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()
+        .filter(|res| res.status().is_success())?;
+    let bytes = res.bytes().await.ok()?;
+    let created: Value = serde_json::from_slice(&bytes).ok()?;
+    let name = created["name"].as_str()?.to_owned();
+    let expires = created["expireTime"].as_str().and_then(parse_rfc3339);
+    Some((name, expires))
 }
 
 /// A 5m `cache_control` on the last system block and on the last block of the last message.

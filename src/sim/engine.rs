@@ -3,6 +3,7 @@
 //! (`rules/`), updates the caches and bills the input side. Output is billed as it is written
 //! ([`Engine::bill_output`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -58,6 +59,21 @@ struct State {
     gemini: gemini::Implicit,
     replicas: Vec<Replica>,
     ledger: Ledger,
+    /// The cache partitions of each API key, one per model it used (for evictions).
+    scopes: HashMap<String, HashSet<u64>>,
+}
+
+impl State {
+    /// The partition of `key` and `model`, noted as the key's.
+    fn scope(&mut self, key: &str, model: &str) -> u64 {
+        let scope = rules::scope(key, model);
+        if let Some(scopes) = self.scopes.get_mut(key) {
+            scopes.insert(scope);
+        } else {
+            self.scopes.insert(key.to_owned(), HashSet::from([scope]));
+        }
+        scope
+    }
 }
 
 /// One vLLM-like replica: its KV cache and the simulated time it has been busy.
@@ -109,6 +125,7 @@ impl Engine {
                 gemini: gemini::Implicit::default(),
                 replicas,
                 ledger: Ledger::default(),
+                scopes: HashMap::new(),
             }),
         }
     }
@@ -155,8 +172,8 @@ impl Engine {
     ) -> Result<Usage, String> {
         let bps = anthropic::breakpoints(prompt, auto)?;
         let min = self.min_tokens(model, start, DEFAULT_MIN_ANTHROPIC);
-        let scope = rules::scope(key, model);
         let mut state = self.state();
+        let scope = state.scope(key, model);
         let hit = anthropic::lookup(&state.anthropic, scope, prompt, &bps, start);
         let charge = anthropic::charge(prompt, &bps, hit, min);
         let times = Times {
@@ -185,8 +202,8 @@ impl Engine {
         start: SystemTime,
     ) -> Usage {
         let min = self.min_tokens(model, start, DEFAULT_MIN_OPENAI);
-        let scope = rules::scope(key, model);
         let mut state = self.state();
+        let scope = state.scope(key, model);
         let machine = openai::route(
             &mut state.openai,
             scope,
@@ -222,8 +239,8 @@ impl Engine {
         with_output: &SimPrompt,
         start: SystemTime,
     ) -> Usage {
-        let scope = rules::scope(key, model);
         let mut state = self.state();
+        let scope = state.scope(key, model);
         let hit = deepseek::hit_tokens(&state.deepseek, scope, prompt, start);
         deepseek::touch(&mut state.deepseek, scope, prompt, hit, start);
         let visible = self.visible(start, prompt.tokens() - hit);
@@ -260,7 +277,7 @@ impl Engine {
             Some(tokens) => (tokens, own.tokens()),
             None if self.settings.gemini_implicit => {
                 let min = self.min_tokens(model, start, DEFAULT_MIN_GEMINI);
-                let scope = rules::scope(key, model);
+                let scope = state.scope(key, model);
                 let hit = gemini::implicit_hit(&state.gemini, scope, own, min, start);
                 let visible = self.visible(start, own.tokens() - hit);
                 gemini::implicit_commit(&mut state.gemini, scope, own, min, start, visible);
@@ -338,6 +355,25 @@ impl Engine {
             in_flight,
             end: start + busy,
         }
+    }
+
+    /// Drops every prefix entry of `key` (all models) with every provider, and empties the KV
+    /// cache of `replica`, when given: the fault "caches evicted early". Returns how many
+    /// entries (replica blocks included) there were.
+    pub fn evict(&self, key: &str, replica: Option<usize>) -> u64 {
+        let mut state = self.state();
+        let state = &mut *state;
+        let mut evicted = 0;
+        if let Some(scopes) = state.scopes.get(key) {
+            evicted += state.anthropic.evict(scopes)
+                + state.openai.evict(scopes)
+                + state.deepseek.evict(scopes)
+                + state.gemini.evict(scopes);
+        }
+        if let Some(r) = replica.and_then(|i| state.replicas.get_mut(i)) {
+            evicted += r.lru.clear();
+        }
+        evicted
     }
 
     /// Bills an input side computed by the caller (a replica's cache has no price of its own).

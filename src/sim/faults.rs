@@ -1,16 +1,36 @@
 //! Fault injection for `cachet sim`: a layer around every mount that can delay the response
-//! head, answer with errors in the mount's dialect, cut streams short and slow them down, so
-//! that clients and the proxy can be tested against a misbehaving upstream.
+//! head, answer with errors in the mount's dialect, cut replies short, slow streams down and
+//! evict the caller's caches before their TTL, so that clients and the proxy can be tested
+//! against a misbehaving upstream.
 //!
 //! Faults are set at startup (`cachet sim --faults '<json>'` or `--faults @file.json`) and
 //! changed at runtime through `/__sim/faults` (`GET` shows, `POST` replaces, `DELETE` clears),
-//! which sits outside the layer so a fault can never lock the controls out. Every response a
-//! fault touched carries `x-cachet-sim-fault: <kinds>` (`latency`, `error`, `reset`,
-//! `slow_stream`) so that a test can tell an injected failure from a real one.
+//! which sits outside the layer so a fault can never lock the controls out. Every key is
+//! optional:
+//!
+//! | key | effect |
+//! |---|---|
+//! | `mount` | only requests under this mount (`/anthropic`, `/vllm/0`, …) are affected |
+//! | `seed` | seeds the draws of the faults given a `probability` (default 0) |
+//! | `latency_ms` | delay before the response head |
+//! | `errors` | `{status, count?, probability?, retry_after_s?}`, or a list of them: the next `count` requests, or each request with `probability` (both: at most `count` of them), answered with `status` in the mount's dialect; the first of the list that fires wins |
+//! | `reset_after_events` | streams fail after K SSE events (K chunks of a JSON-array stream); with K = 0 a successful whole reply fails before its body too |
+//! | `reset_probability` | the share of those replies that are cut (default: all) |
+//! | `slow_stream_ms` | delay before every streamed event after the first |
+//! | `evict_probability` | before a request is served, with this probability, the caller's caches are evicted before their TTL: its Gemini `cachedContents` are deleted (storage booked up to then; a request naming one gets the API's 404), its Anthropic, OpenAI, DeepSeek and implicit Gemini prefix entries dropped, and a `/vllm/{i}` replica's KV cache emptied |
+//!
+//! Every response a fault touched carries `x-cachet-sim-fault: <kinds>` (`latency`, `error`,
+//! `reset`, `slow_stream`, `evict`) so that a test can tell an injected failure from a real
+//! one; `GET /__sim/stats` counts them under `faults`.
+//!
+//! Draws are deterministic: each comes from the seed, the request (method, path and query,
+//! API key and body) and how many identical requests came before, so a replay draws the same
+//! faults whatever the order in which concurrent requests arrive, and a client that retries a
+//! request draws afresh.
 //!
 //! Delays are real time (`tokio::time::sleep`): the simulator is driven live.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,6 +47,7 @@ use futures_util::StreamExt;
 use http_body::Body as _;
 use serde::{Deserialize, Serialize};
 
+use super::Sim;
 use super::wire::{Dialect, SSE, SimError};
 
 /// The response header naming the faults applied to a response.
@@ -35,38 +56,104 @@ pub const FAULT_HEADER: &str = "x-cachet-sim-fault";
 pub const CONTROL_PATH: &str = "/__sim/faults";
 
 /// What to break. Every field is optional; the default breaks nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Faults {
     /// Only requests under this mount (`/anthropic`, `/vllm/0`, …) are affected; none: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount: Option<String>,
+    /// Seeds the draws of the faults given a probability.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seed: u64,
     /// Delay before the response head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
-    /// Error responses for the next few requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub errors: Option<ErrorFault>,
+    /// Error responses: one spec or a list of them (serialized as given: one as an object).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "one_or_many::serialize",
+        deserialize_with = "one_or_many::deserialize"
+    )]
+    pub errors: Vec<ErrorFault>,
     /// Streamed responses fail (the connection drops without a clean end) after this many SSE
-    /// events, or body chunks when the stream is not SSE.
+    /// events, or body chunks when the stream is not SSE; with 0, whole successful replies
+    /// fail before their body too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_after_events: Option<u64>,
+    /// The share of the replies `reset_after_events` applies to that are cut; none: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_probability: Option<f64>,
     /// Delay before every streamed event after the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_stream_ms: Option<u64>,
+    /// The share of requests before which the caller's caches are evicted before their TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evict_probability: Option<f64>,
 }
 
-/// The next `count` affected requests get `status` in the dialect's error shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `status` for the next `count` affected requests, or for each with `probability`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorFault {
     pub status: u16,
-    /// Requests still to fail; each affected request takes one.
-    pub count: u64,
+    /// Requests still to fail; each affected request takes one. With a probability: at most
+    /// this many more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Each affected request fails with this probability (drawn from the seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
     /// Sent as `Retry-After`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
 }
+
+/// `errors` is one fault spec (an object) or a list of them.
+mod one_or_many {
+    use std::fmt;
+
+    use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+    use serde::de::{MapAccess, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ErrorFault;
+
+    pub fn serialize<S: Serializer>(errors: &[ErrorFault], s: S) -> Result<S::Ok, S::Error> {
+        match errors {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ErrorFault>, D::Error> {
+        struct OneOrMany;
+        impl<'de> Visitor<'de> for OneOrMany {
+            type Value = Vec<ErrorFault>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an error fault object or a list of them")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                ErrorFault::deserialize(MapAccessDeserializer::new(map)).map(|e| vec![e])
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq))
+            }
+        }
+        d.deserialize_any(OneOrMany)
+    }
+}
+
+/// Salts that make the draws of one request independent of each other.
+const RESET_SALT: u64 = 1 << 32;
+const EVICT_SALT: u64 = (1 << 32) + 1;
 
 impl Faults {
     /// Parses and checks a fault spec; the error says which field is wrong and why.
@@ -97,15 +184,34 @@ impl Faults {
         }
     }
 
+    /// The statuses the spec injects: a failure with one of them and the `error` fault kind
+    /// is the injected one.
+    pub fn error_statuses(&self) -> Vec<u16> {
+        self.errors.iter().map(|e| e.status).collect()
+    }
+
     /// Rejects what cannot be injected, and writes the mount as it is matched.
     fn check(&mut self) -> Result<(), String> {
-        if let Some(errors) = &self.errors
-            && !(400..=599).contains(&errors.status)
-        {
-            return Err(format!(
-                "errors.status: {} is not an error status (400 to 599)",
-                errors.status
-            ));
+        for (i, errors) in self.errors.iter().enumerate() {
+            let at = match self.errors.len() {
+                1 => "errors".to_owned(),
+                _ => format!("errors[{i}]"),
+            };
+            if !(400..=599).contains(&errors.status) {
+                return Err(format!(
+                    "{at}.status: {} is not an error status (400 to 599)",
+                    errors.status
+                ));
+            }
+            if errors.count.is_none() && errors.probability.is_none() {
+                return Err(format!("{at}: set count, probability or both"));
+            }
+            check_probability(&format!("{at}.probability"), errors.probability)?;
+        }
+        check_probability("reset_probability", self.reset_probability)?;
+        check_probability("evict_probability", self.evict_probability)?;
+        if self.reset_probability.is_some() && self.reset_after_events.is_none() {
+            return Err("reset_probability: set reset_after_events too".to_owned());
         }
         if let Some(mount) = self.mount.take() {
             if !mount.starts_with('/') {
@@ -118,25 +224,53 @@ impl Faults {
         Ok(())
     }
 
-    /// What to do to a request for `path`, taking one from the error count; `None` when the
-    /// request is left alone.
-    fn plan(&mut self, path: &str) -> Option<Plan> {
+    /// Whether any fault is drawn per request (which then needs the request's fingerprint).
+    fn draws(&self) -> bool {
+        self.errors.iter().any(|e| e.probability.is_some())
+            || self.reset_probability.is_some()
+            || self.evict_probability.is_some()
+    }
+
+    /// What to do to a request for `path`, taking one from an error count; `None` when the
+    /// request is left alone. `draw(salt)` is the request's uniform draw in [0, 1) for `salt`.
+    fn plan(&mut self, path: &str, draw: impl Fn(u64) -> f64) -> Option<Plan> {
         if !covers(self.mount.as_deref(), path) {
             return None;
         }
-        let error = self.errors.as_mut().filter(|e| e.count > 0).map(|e| {
-            e.count -= 1;
-            *e
-        });
+        let mut error = None;
+        for (i, e) in self.errors.iter_mut().enumerate() {
+            let drawn = e.probability.is_none_or(|p| draw(i as u64) < p);
+            let left = e.count.is_none_or(|n| n > 0);
+            if error.is_none() && drawn && left {
+                if let Some(n) = &mut e.count {
+                    *n -= 1;
+                }
+                error = Some(*e);
+            }
+        }
+        let reset = self
+            .reset_after_events
+            .filter(|_| self.reset_probability.is_none_or(|p| draw(RESET_SALT) < p));
+        let evict = self.evict_probability.is_some_and(|p| draw(EVICT_SALT) < p);
         let plan = Plan {
             latency: self.latency_ms.map(Duration::from_millis),
             error,
             stream: StreamFaults {
-                reset_after: self.reset_after_events,
+                reset_after: reset,
                 slow: self.slow_stream_ms.map(Duration::from_millis),
             },
+            evict,
         };
         (!plan.is_empty()).then_some(plan)
+    }
+}
+
+fn check_probability(at: &str, p: Option<f64>) -> Result<(), String> {
+    match p {
+        Some(p) if !(0.0..=1.0).contains(&p) => {
+            Err(format!("{at}: {p} is not a probability (0 to 1)"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -148,17 +282,32 @@ fn covers(mount: Option<&str>, path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// A uniform draw in [0, 1) from the seed, the request's fingerprint, its occurrence and a salt.
+fn uniform(seed: u64, fingerprint: &[u8; 16], occurrence: u64, salt: u64) -> f64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachet sim fault draw");
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(fingerprint);
+    hasher.update(&occurrence.to_le_bytes());
+    hasher.update(&salt.to_le_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    // 53 random bits, the precision of an f64 in [0, 1).
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The faults chosen for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Plan {
     latency: Option<Duration>,
     error: Option<ErrorFault>,
     stream: StreamFaults,
+    evict: bool,
 }
 
 impl Plan {
     fn is_empty(&self) -> bool {
-        self.latency.is_none() && self.error.is_none() && self.stream.is_empty()
+        self.latency.is_none() && self.error.is_none() && self.stream.is_empty() && !self.evict
     }
 }
 
@@ -180,55 +329,171 @@ impl StreamFaults {
     }
 }
 
+/// How many faults were injected, by kind (`GET /__sim/stats`, `faults`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Requests delayed before their head.
+    pub latency: u64,
+    /// Error responses by status.
+    pub errors: BTreeMap<u16, u64>,
+    /// Replies cut short.
+    pub resets: u64,
+    /// Streams slowed.
+    pub slow_streams: u64,
+    /// Requests before which the caller's caches were evicted.
+    pub evictions: u64,
+    /// Cache entries those evictions removed (Gemini `cachedContents`, prefix entries,
+    /// replica KV blocks).
+    pub evicted_entries: u64,
+    /// Of them, Gemini `cachedContents` deleted.
+    pub evicted_cached_contents: u64,
+}
+
 /// The faults of one simulator, shared by the layer and the control endpoints. The lock is
 /// only ever held to read or swap the spec, never across an await.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct FaultState(Arc<Mutex<Faults>>);
+#[derive(Debug, Default)]
+pub(crate) struct FaultState(Mutex<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    faults: Faults,
+    /// How many times each request fingerprint has been seen, for independent draws.
+    seen: HashMap<[u8; 16], u64>,
+    tally: Tally,
+}
 
 impl FaultState {
-    pub(crate) fn new(faults: Faults) -> Self {
-        FaultState(Arc::new(Mutex::new(faults)))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Faults> {
-        // Every update replaces the spec or decrements a counter, so a lock poisoned by a
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update replaces the spec or bumps a counter, so a lock poisoned by a
         // panicking holder still guards a consistent value.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn plan(&self, path: &str) -> Option<Plan> {
-        self.lock().plan(path)
+    /// Whether a request under `path` needs its fingerprint for the draws.
+    fn draws_for(&self, path: &str) -> bool {
+        let inner = self.lock();
+        inner.faults.draws() && covers(inner.faults.mount.as_deref(), path)
     }
 
-    fn replace(&self, faults: Faults) -> Faults {
-        *self.lock() = faults.clone();
+    fn plan(&self, path: &str, fingerprint: Option<[u8; 16]>) -> Option<Plan> {
+        let mut inner = self.lock();
+        let occurrence = match fingerprint {
+            Some(fp) => {
+                let n = inner.seen.entry(fp).or_insert(0);
+                *n += 1;
+                *n - 1
+            }
+            None => 0,
+        };
+        let seed = inner.faults.seed;
+        let fp = fingerprint.unwrap_or_default();
+        inner
+            .faults
+            .plan(path, |salt| uniform(seed, &fp, occurrence, salt))
+    }
+
+    pub(crate) fn replace(&self, faults: Faults) -> Faults {
+        let mut inner = self.lock();
+        inner.faults = faults.clone();
+        inner.seen.clear();
         faults
+    }
+
+    fn spec(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Tally)) {
+        f(&mut self.lock().tally);
+    }
+
+    pub(crate) fn tally(&self) -> Tally {
+        self.lock().tally.clone()
     }
 }
 
+/// The request's fingerprint for the draws: method, path and query, API key and body.
+fn fingerprint(req: &Request, body: &[u8]) -> [u8; 16] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(req.method().as_str().as_bytes());
+    hasher.update(&[0]);
+    let target = req.uri().path_and_query().map_or("", |pq| pq.as_str());
+    hasher.update(target.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(super::wire::api_key(req.headers()).as_bytes());
+    hasher.update(&[0]);
+    hasher.update(body);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    out
+}
+
 /// The layer: applies the current faults to every request it wraps.
-pub(crate) async fn inject(State(state): State<FaultState>, req: Request, next: Next) -> Response {
-    let Some(plan) = state.plan(req.uri().path()) else {
+pub(crate) async fn inject(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let state = &sim.faults;
+    let path = req.uri().path().to_owned();
+    let (req, fingerprint) = if state.draws_for(&path) {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+            let message = "cachet sim: could not read the request body";
+            return SimError::bad_request(super::dialect_of(&path), message).into_response();
+        };
+        let req = Request::from_parts(parts, Body::from(body.clone()));
+        let fp = fingerprint(&req, &body);
+        (req, Some(fp))
+    } else {
+        (req, None)
+    };
+    let Some(plan) = state.plan(&path, fingerprint) else {
         return next.run(req).await;
     };
     let mut kinds = Vec::new();
+    if plan.evict {
+        let evicted = sim.evict(&req);
+        state.count(|t| {
+            t.evictions += 1;
+            t.evicted_entries += evicted.entries;
+            t.evicted_cached_contents += evicted.cached_contents;
+        });
+        kinds.push("evict");
+    }
     if let Some(latency) = plan.latency {
         tokio::time::sleep(latency).await;
+        state.count(|t| t.latency += 1);
         kinds.push("latency");
     }
     let mut res = match plan.error {
         Some(error) => {
             kinds.push("error");
+            state.count(|t| *t.errors.entry(error.status).or_insert(0) += 1);
             refuse(req, error).await
         }
         None => {
             let res = next.run(req).await;
-            match framing_of(&res) {
-                Some(framing) if !plan.stream.is_empty() => {
-                    kinds.extend(plan.stream.kinds());
-                    shape(res, framing, plan.stream)
+            // A whole successful reply is one event: only a reset after 0 events cuts it.
+            let whole = (res.status().is_success() && plan.stream.reset_after == Some(0))
+                .then_some((
+                    Framing::Chunks,
+                    StreamFaults {
+                        reset_after: Some(0),
+                        slow: None,
+                    },
+                ));
+            let shaping = match framing_of(&res) {
+                Some(framing) if !plan.stream.is_empty() => Some((framing, plan.stream)),
+                Some(_) => None,
+                None => whole,
+            };
+            match shaping {
+                Some((framing, stream)) => {
+                    kinds.extend(stream.kinds());
+                    state.count(|t| {
+                        t.resets += u64::from(stream.reset_after.is_some());
+                        t.slow_streams += u64::from(stream.slow.is_some());
+                    });
+                    shape(res, framing, stream)
                 }
-                _ => res,
+                None => res,
             }
         }
     };
@@ -257,26 +522,26 @@ async fn refuse(req: Request, error: ErrorFault) -> Response {
 }
 
 /// `GET`, `POST` and `DELETE /__sim/faults`, to be mounted outside the layer.
-pub(crate) fn control(state: FaultState) -> Router {
+pub(crate) fn control(sim: Arc<Sim>) -> Router {
     Router::new()
         .route(CONTROL_PATH, get(show).post(replace).delete(clear))
-        .with_state(state)
+        .with_state(sim)
 }
 
-async fn show(State(state): State<FaultState>) -> Json<Faults> {
-    Json(state.lock().clone())
+async fn show(State(sim): State<Arc<Sim>>) -> Json<Faults> {
+    Json(sim.faults.spec())
 }
 
-async fn replace(State(state): State<FaultState>, body: Bytes) -> Result<Json<Faults>, SimError> {
+async fn replace(State(sim): State<Arc<Sim>>, body: Bytes) -> Result<Json<Faults>, SimError> {
     let faults = std::str::from_utf8(&body)
         .map_err(|e| e.to_string())
         .and_then(Faults::from_json)
         .map_err(|e| SimError::bad_request(Dialect::OpenAi, format!("invalid faults: {e}")))?;
-    Ok(Json(state.replace(faults)))
+    Ok(Json(sim.faults.replace(faults)))
 }
 
-async fn clear(State(state): State<FaultState>) -> Json<Faults> {
-    Json(state.replace(Faults::default()))
+async fn clear(State(sim): State<Arc<Sim>>) -> Json<Faults> {
+    Json(sim.faults.replace(Faults::default()))
 }
 
 /// How a streamed body divides into events; `None` for a body that is not streamed (a JSON

@@ -48,7 +48,7 @@ use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::response::Response;
 
-pub use faults::{CONTROL_PATH, ErrorFault, FAULT_HEADER, Faults};
+pub use faults::{CONTROL_PATH, ErrorFault, FAULT_HEADER, Faults, Tally};
 pub use reply::Reply;
 
 use crate::clock::{self, Clock};
@@ -56,6 +56,7 @@ use engine::Engine;
 pub use engine::Settings;
 use faults::FaultState;
 use openai::Flavor;
+use wire::api_key;
 use wire::{Dialect, SimError};
 
 /// Router for `cachet sim`: mounts `/openai`, `/anthropic`, `/gemini`, `/deepseek`, `/vllm/{i}`,
@@ -67,22 +68,22 @@ pub fn router(replicas: usize) -> Router {
 /// [`router`] with settings (`--gemini-implicit`, `--kv-capacity-tokens`) and `faults` injected
 /// from the start; `/__sim/faults` changes them while it runs.
 pub fn router_with(replicas: usize, settings: Settings, faults: Faults) -> Router {
-    let sim = Arc::new(Sim::new(Arc::new(Clock::system()), settings, replicas));
-    let faults = FaultState::new(faults);
+    let sim = Sim::new(Arc::new(Clock::system()), settings, replicas);
+    sim.set_faults(faults);
+    build(Arc::new(sim))
+}
+
+/// The router of an existing simulator, with the faults set on it (the replay keeps the
+/// `Arc<Sim>` to read its bills).
+pub fn build(sim: Arc<Sim>) -> Router {
     mounts(sim.clone())
         .layer(axum::middleware::from_fn_with_state(
-            faults.clone(),
+            sim.clone(),
             faults::inject,
         ))
         // Added after the layer, so that no fault reaches the controls.
-        .merge(faults::control(faults))
+        .merge(faults::control(sim.clone()))
         .merge(stats_route(sim))
-}
-
-/// The router of an existing simulator, without faults (the replay keeps the `Arc<Sim>` to
-/// read its bills).
-pub fn build(sim: Arc<Sim>) -> Router {
-    mounts(sim.clone()).merge(stats_route(sim))
 }
 
 fn stats_route(sim: Arc<Sim>) -> Router {
@@ -155,6 +156,17 @@ pub struct Sim {
     gemini_caches: Mutex<gemini::Store>,
     /// Replica replies held until the virtual clock reaches their end (`gate`).
     gate: Option<gate::Gate>,
+    /// The faults injected (`faults.rs`) and how many were.
+    faults: FaultState,
+}
+
+/// What one eviction removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Evicted {
+    /// Cache entries of every kind.
+    pub entries: u64,
+    /// Of them, Gemini `cachedContents`.
+    pub cached_contents: u64,
 }
 
 impl Sim {
@@ -167,6 +179,39 @@ impl Sim {
             engine: Engine::new(settings, replicas, virtual_time),
             gemini_caches: Mutex::default(),
             gate: None,
+            faults: FaultState::default(),
+        }
+    }
+
+    /// Replaces the faults injected from now on (and the count of draws made).
+    pub fn set_faults(&self, faults: Faults) {
+        self.faults.replace(faults);
+    }
+
+    /// How many faults were injected so far, by kind.
+    pub fn fault_tally(&self) -> Tally {
+        self.faults.tally()
+    }
+
+    /// Evicts the caches of `req`'s caller before their TTL: its Gemini `cachedContents` are
+    /// deleted (storage booked up to now), its prefix entries with every provider dropped, and
+    /// the KV cache of the `/vllm/{i}` replica it is for emptied.
+    pub(crate) fn evict(&self, req: &axum::extract::Request) -> Evicted {
+        let now = self.now();
+        let path = req.uri().path();
+        let key = match dialect_of(path) {
+            Dialect::Gemini => gemini::caller_key(req.headers(), req.uri()),
+            Dialect::OpenAi | Dialect::Anthropic => api_key(req.headers()),
+        };
+        let cached_contents = self.gemini_caches().evict(&self.engine, &key, now);
+        let replica = path
+            .strip_prefix("/vllm/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        let entries = self.engine.evict(&key, replica);
+        Evicted {
+            entries: entries + cached_contents,
+            cached_contents,
         }
     }
 
@@ -184,7 +229,14 @@ impl Sim {
     pub fn stats(&self) -> serde_json::Value {
         let now = self.now();
         let caches = self.gemini_caches().summary(&self.engine, now);
-        self.engine.stats(now, caches)
+        let mut stats = self.engine.stats(now, caches);
+        if let (Some(obj), Ok(tally)) = (
+            stats.as_object_mut(),
+            serde_json::to_value(self.fault_tally()),
+        ) {
+            obj.insert("faults".to_owned(), tally);
+        }
+        stats
     }
 
     /// Books the storage of every Gemini cache still alive up to its expiry, which its creator

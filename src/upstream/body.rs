@@ -235,9 +235,10 @@ pub struct ObservedBody {
     held: Coalesced,
     /// The upstream's end (or error), seen while coalescing, for the next poll.
     deferred: Option<Option<Result<Bytes, reqwest::Error>>>,
-    /// An upstream error after data has gone out waits one turn: hyper drops the bytes it has
-    /// buffered but not yet written when a body fails, and it flushes them when a poll is
-    /// pending, so the client gets every byte that preceded the cut.
+    /// An upstream error waits one turn: hyper drops what it has buffered but not yet written
+    /// when a body fails (the bytes before the cut, and before the first byte the response
+    /// head itself), and it flushes them when a poll is pending, so the client gets the head
+    /// and every byte that preceded the cut.
     flushed_before_error: bool,
     /// Bytes still owed by a response with a `content-length`: hyper stops polling once it has
     /// them all, so the end must be noticed here rather than from the stream's `None`.
@@ -368,7 +369,7 @@ impl Body for ObservedBody {
                     this.deferred = Some(end);
                     return Poll::Ready(std::mem::take(&mut this.held).into_frame());
                 }
-                Some(Err(err)) if this.first_byte.is_some() && !this.flushed_before_error => {
+                Some(Err(err)) if !this.flushed_before_error => {
                     this.flushed_before_error = true;
                     this.deferred = Some(Some(Err(err)));
                     cx.waker().wake_by_ref();

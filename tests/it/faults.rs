@@ -191,6 +191,21 @@ async fn a_reset_after_two_events_truncates_the_stream_and_the_proxy_records_it(
 }
 
 #[tokio::test]
+async fn a_reply_reset_before_its_body_still_brings_the_head_through_the_proxy() {
+    // Before the fix the proxy failed the body before hyper had written the head: the client
+    // saw the connection close with no response at all, not even `x-cachet-request-id`.
+    let sim = start_sim(json!({"reset_after_events": 0})).await;
+    let proxy = proxy_for(sim, &[("faults-reset0", "openai", "/openai")]).await;
+    for _ in 0..20 {
+        let r = post(proxy.url("/faults-reset0/v1/chat/completions"), CHAT).await;
+        assert_eq!(r.status(), 200, "the upstream's head");
+        assert_eq!(fault_header(&r).as_deref(), Some("reset"));
+        assert!(r.headers().contains_key("x-cachet-request-id"));
+        assert!(r.bytes().await.is_err(), "then the body fails");
+    }
+}
+
+#[tokio::test]
 async fn latency_delays_the_response_head() {
     let sim = start_sim(json!({"mount": "/openai", "latency_ms": 150})).await;
     let proxy = proxy_for(sim, &[("faults-latency", "openai", "/openai")]).await;

@@ -9,6 +9,7 @@
 mod common;
 mod errors;
 mod explain;
+mod fault_replay;
 mod faults;
 mod gemini_cache;
 mod lifecycle;

@@ -24,11 +24,12 @@ fn a_full_spec_parses_and_round_trips() {
     let parsed = faults(spec.clone());
     assert_eq!(
         parsed.errors,
-        Some(ErrorFault {
+        [ErrorFault {
             status: 429,
-            count: 3,
+            count: Some(3),
+            probability: None,
             retry_after_s: Some(2)
-        })
+        }]
     );
     assert_eq!(serde_json::to_value(&parsed).unwrap(), spec);
     assert_eq!(Faults::from_json("{}").unwrap(), Faults::default());
@@ -42,7 +43,7 @@ fn bad_specs_say_what_is_wrong() {
     let e = err(r#"{"errors":{"status":429,"count":1,"retry":1}}"#);
     assert!(e.starts_with("errors.retry: unknown field `retry`"), "{e}");
     let e = err(r#"{"errors":{"status":429}}"#);
-    assert!(e.contains("missing field `count`"), "{e}");
+    assert!(e.contains("errors: set count, probability or both"), "{e}");
     let e = err(r#"{"latency_ms":"slow"}"#);
     assert!(e.starts_with("latency_ms: invalid type"), "{e}");
     let e = err(r#"{"errors":{"status":200,"count":1}}"#);
@@ -87,20 +88,29 @@ fn the_argument_is_json_or_a_file() {
 #[test]
 fn errors_count_down_for_covered_requests_only() {
     let mut f = faults(json!({"mount": "/anthropic", "errors": {"status": 529, "count": 2}}));
-    assert_eq!(f.plan("/openai/v1/chat/completions"), None);
+    assert_eq!(f.plan("/openai/v1/chat/completions", never), None);
     let status = |plan: Option<Plan>| plan.and_then(|p| p.error).map(|e| e.status);
-    assert_eq!(status(f.plan("/anthropic/v1/messages")), Some(529));
-    assert_eq!(f.errors.map(|e| e.count), Some(1));
-    assert_eq!(status(f.plan("/anthropic/v1/messages")), Some(529));
-    assert_eq!(f.plan("/anthropic/v1/messages"), None, "count used up");
-    assert_eq!(f.errors.map(|e| e.count), Some(0));
+    assert_eq!(status(f.plan("/anthropic/v1/messages", never)), Some(529));
+    assert_eq!(f.errors[0].count, Some(1));
+    assert_eq!(status(f.plan("/anthropic/v1/messages", never)), Some(529));
+    assert_eq!(
+        f.plan("/anthropic/v1/messages", never),
+        None,
+        "count used up"
+    );
+    assert_eq!(f.errors[0].count, Some(0));
+}
+
+/// A draw that fires no fault given a probability.
+fn never(_: u64) -> f64 {
+    1.0
 }
 
 #[test]
 fn other_faults_persist() {
     let mut f = faults(json!({"latency_ms": 7, "slow_stream_ms": 3}));
     for _ in 0..3 {
-        let plan = f.plan("/gemini/v1/models").unwrap();
+        let plan = f.plan("/gemini/v1/models", never).unwrap();
         assert_eq!(plan.latency, Some(Duration::from_millis(7)));
         assert_eq!(plan.stream.slow, Some(Duration::from_millis(3)));
         assert_eq!(plan.error, None);
@@ -355,14 +365,307 @@ async fn bad_control_bodies_are_a_400_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn stream_faults_leave_whole_replies_alone() {
+async fn whole_replies_are_cut_only_by_a_reset_after_no_event() {
     let app = crate::sim::router_with(
         0,
         crate::sim::Settings::default(),
-        faults(json!({"reset_after_events": 0})),
+        faults(json!({"reset_after_events": 1})),
     );
     let res = call(&app, "POST", MESSAGES, &[], ANTHROPIC_REQUEST).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.header(FAULT_HEADER), None);
     assert_eq!(json_of(&res)["type"], "message");
+
+    let app = crate::sim::router_with(
+        0,
+        crate::sim::Settings::default(),
+        faults(json!({"reset_after_events": 0})),
+    );
+    let req = axum::http::Request::post(MESSAGES)
+        .body(Body::from(ANTHROPIC_REQUEST))
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the head arrives");
+    assert_eq!(
+        res.headers().get(FAULT_HEADER).unwrap().to_str().unwrap(),
+        "reset"
+    );
+    let (frames, failed) = drain(res).await;
+    assert!(failed && frames.is_empty(), "the body fails before a byte");
+    // An error reply is left whole.
+    let res = call(&app, "POST", "/anthropic/v1/messages", &[], "{").await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(res.header(FAULT_HEADER), None);
+}
+
+#[test]
+fn probabilities_and_lists_parse_and_round_trip() {
+    let spec = json!({
+        "seed": 7,
+        "errors": [
+            {"status": 429, "probability": 0.1, "retry_after_s": 1},
+            {"status": 404, "count": 3, "probability": 0.05},
+        ],
+        "reset_after_events": 0,
+        "reset_probability": 0.2,
+        "evict_probability": 0.1,
+    });
+    let parsed = faults(spec.clone());
+    assert_eq!(parsed.errors.len(), 2);
+    assert_eq!(parsed.errors[1].count, Some(3));
+    assert_eq!(parsed.error_statuses(), [429, 404]);
+    assert_eq!(serde_json::to_value(&parsed).unwrap(), spec);
+}
+
+#[test]
+fn bad_probabilities_say_what_is_wrong() {
+    let err = |v: serde_json::Value| Faults::from_json(&v.to_string()).unwrap_err();
+    let e = err(json!({"errors": {"status": 429, "probability": 1.5}}));
+    assert_eq!(e, "errors.probability: 1.5 is not a probability (0 to 1)");
+    let e = err(json!({"errors": [{"status": 429, "count": 1}, {"status": 42, "count": 1}]}));
+    assert!(
+        e.starts_with("errors[1].status: 42 is not an error status"),
+        "{e}"
+    );
+    let e = err(json!({"errors": [{"status": 429, "count": 1, "every": 2}]}));
+    assert!(e.contains("unknown field `every`"), "{e}");
+    let e = err(json!({"errors": 429}));
+    assert!(e.contains("an error fault object or a list of them"), "{e}");
+    let e = err(json!({"reset_probability": 0.5}));
+    assert_eq!(e, "reset_probability: set reset_after_events too");
+    let e = err(json!({"evict_probability": -0.1}));
+    assert!(e.starts_with("evict_probability: -0.1 is not"), "{e}");
+}
+
+/// The plans of `n` distinct requests (fingerprints 0..n), each seen `times` times in a row.
+fn plans(spec: serde_json::Value, n: u32, times: u32) -> Vec<Option<Plan>> {
+    let state = FaultState::default();
+    state.replace(faults(spec));
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut fp = [0u8; 16];
+        fp[..4].copy_from_slice(&i.to_le_bytes());
+        for _ in 0..times {
+            out.push(state.plan("/anthropic/v1/messages", Some(fp)));
+        }
+    }
+    out
+}
+
+#[test]
+fn draws_are_seeded_independent_and_hit_their_rates() {
+    let spec = json!({
+        "errors": [{"status": 429, "probability": 0.2}, {"status": 404, "probability": 0.1}],
+        "reset_after_events": 0, "reset_probability": 0.3,
+        "evict_probability": 0.05,
+    });
+    let n = 10_000;
+    let a = plans(spec.clone(), n, 1);
+    assert_eq!(a, plans(spec.clone(), n, 1), "the same seed draws the same");
+    let mut seeded = spec.clone();
+    seeded["seed"] = json!(1);
+    assert_ne!(a, plans(seeded, n, 1), "another seed draws otherwise");
+    let share = |f: &dyn Fn(&Plan) -> bool| {
+        a.iter().flatten().filter(|p| f(p)).count() as f64 / f64::from(n)
+    };
+    let status = |s: u16| move |p: &Plan| p.error.is_some_and(|e| e.status == s);
+    // 404 only where 429 did not fire first: 0.8 × 0.1.
+    for (got, want) in [
+        (share(&status(429)), 0.2),
+        (share(&status(404)), 0.08),
+        (share(&|p| p.stream.reset_after.is_some()), 0.3),
+        (share(&|p| p.evict), 0.05),
+    ] {
+        assert!((got - want).abs() < want * 0.15, "{got} vs {want}");
+    }
+    // A request sent again draws afresh: both attempts fail only about p² of the time.
+    let twice = plans(json!({"errors": {"status": 429, "probability": 0.5}}), n, 2);
+    let both = twice
+        .chunks(2)
+        .filter(|pair| pair.iter().all(Option::is_some))
+        .count() as f64
+        / f64::from(n);
+    assert!((both - 0.25).abs() < 0.03, "{both}");
+}
+
+#[test]
+fn a_count_caps_a_probability() {
+    let got = plans(
+        json!({"errors": {"status": 404, "probability": 1.0, "count": 2}}),
+        5,
+        1,
+    );
+    let errors = got.iter().filter(|p| p.is_some()).count();
+    assert_eq!(errors, 2);
+    assert!(got[0].is_some() && got[1].is_some() && got[4].is_none());
+}
+
+fn manual_sim(replicas: usize) -> (std::sync::Arc<crate::sim::Sim>, axum::Router) {
+    // 2026-11-02T00:00:00Z: a date the price table covers.
+    let clock = std::sync::Arc::new(crate::clock::Clock::manual(
+        std::time::UNIX_EPOCH + Duration::from_secs(1_793_577_600),
+    ));
+    let sim = std::sync::Arc::new(crate::sim::Sim::new(
+        clock,
+        crate::sim::Settings::default(),
+        replicas,
+    ));
+    (sim.clone(), crate::sim::build(sim))
+}
+
+fn account<'a>(stats: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    let fp = crate::sim::billing::key_fingerprint(key);
+    stats["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key_fp"] == fp.as_str())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_eviction_deletes_the_callers_cached_contents_and_books_their_storage_to_then() {
+    let (sim, app) = manual_sim(0);
+    let words = crate::sim::rules::test_support::words(4, 3000);
+    let create = json!({"model": "models/gemini-2.5-flash", "ttl": "3600s",
+        "contents": [{"role": "user", "parts": [{"text": words}]}]});
+    let mut names = Vec::new();
+    for key in ["g-key", "other"] {
+        let res = call(
+            &app,
+            "POST",
+            "/gemini/v1beta/cachedContents",
+            &[("x-goog-api-key", key)],
+            &create.to_string(),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::OK);
+        names.push(json_of(&res)["name"].as_str().unwrap().to_owned());
+    }
+    let tokens = json_of(
+        &call(
+            &app,
+            "GET",
+            &format!("/gemini/v1beta/{}", names[0]),
+            &[("x-goog-api-key", "g-key")],
+            "",
+        )
+        .await,
+    )["usageMetadata"]["totalTokenCount"]
+        .as_u64()
+        .unwrap();
+    sim.clock.advance(Duration::from_secs(1800));
+    sim.set_faults(faults(
+        json!({"mount": "/gemini", "evict_probability": 1.0}),
+    ));
+    let generate = |name: &str| {
+        json!({"cachedContent": name, "contents": [{"role": "user", "parts": [{"text": "q?"}]}]})
+            .to_string()
+    };
+    let path = "/gemini/v1beta/models/gemini-2.5-flash:generateContent";
+    let res = call(
+        &app,
+        "POST",
+        path,
+        &[("x-goog-api-key", "g-key")],
+        &generate(&names[0]),
+    )
+    .await;
+    assert_eq!(
+        res.status,
+        StatusCode::NOT_FOUND,
+        "as Google answers a deleted cache"
+    );
+    assert_eq!(json_of(&res)["error"]["status"], "NOT_FOUND");
+    assert_eq!(res.header(FAULT_HEADER).as_deref(), Some("evict"));
+    sim.set_faults(Faults::default());
+    let res = call(
+        &app,
+        "POST",
+        path,
+        &[("x-goog-api-key", "other")],
+        &generate(&names[1]),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "another key's cache stays");
+    let stats = sim.stats();
+    // Deleted half an hour after creation: $1.00 per 1M tokens per hour × 0.5 h.
+    assert_eq!(account(&stats, "g-key")["storage_nusd"], tokens * 500);
+    assert_eq!(stats["caches"]["gemini"]["cached_contents"], 1);
+    let tally = &stats["faults"];
+    assert_eq!(tally["evictions"], 1);
+    assert_eq!(tally["evicted_cached_contents"], 1);
+    assert_eq!(tally["evicted_entries"], 1);
+}
+
+#[tokio::test]
+async fn an_eviction_drops_the_callers_prefix_entries_only() {
+    let (sim, app) = manual_sim(1);
+    let system = crate::sim::rules::test_support::words(1, 1500);
+    let anthropic = |q: &str| {
+        json!({"model": "claude-sonnet-4-6", "max_tokens": 5,
+            "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": q}]})
+        .to_string()
+    };
+    let chat =
+        json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": system}]}).to_string();
+    let read = |v: serde_json::Value| v["usage"]["cache_read_input_tokens"].as_u64().unwrap();
+    let cached = |v: serde_json::Value| {
+        v["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    for key in ["k1", "k2"] {
+        let h = [("x-api-key", key), ("authorization", "Bearer k1")];
+        assert_eq!(
+            read(json_of(
+                &call(&app, "POST", MESSAGES, &h, &anthropic("a?")).await
+            )),
+            0
+        );
+    }
+    let chat_h = [("authorization", "Bearer k1")];
+    call(&app, "POST", "/openai/v1/chat/completions", &chat_h, &chat).await;
+    call(&app, "POST", "/vllm/0/v1/chat/completions", &chat_h, &chat).await;
+    sim.clock.advance(Duration::from_secs(10));
+    sim.set_faults(faults(
+        json!({"mount": "/anthropic", "evict_probability": 1.0}),
+    ));
+    let res = call(
+        &app,
+        "POST",
+        MESSAGES,
+        &[("x-api-key", "k1")],
+        &anthropic("b?"),
+    )
+    .await;
+    assert_eq!(res.header(FAULT_HEADER).as_deref(), Some("evict"));
+    assert_eq!(read(json_of(&res)), 0, "k1's prefix is gone");
+    let tally = sim.fault_tally();
+    assert_eq!(tally.evictions, 1);
+    // k1's Anthropic entry and its OpenAI entries (the vLLM replica is not k1's to lose).
+    assert!(tally.evicted_entries >= 2, "{tally:?}");
+    sim.set_faults(Faults::default());
+    let k2 = json_of(
+        &call(
+            &app,
+            "POST",
+            MESSAGES,
+            &[("x-api-key", "k2")],
+            &anthropic("c?"),
+        )
+        .await,
+    );
+    assert!(read(k2) >= 1500, "k2's prefix stays");
+    let res = call(&app, "POST", "/openai/v1/chat/completions", &chat_h, &chat).await;
+    assert_eq!(cached(json_of(&res)), 0, "k1's OpenAI prefix went too");
+    let res = call(&app, "POST", "/vllm/0/v1/chat/completions", &chat_h, &chat).await;
+    assert!(cached(json_of(&res)) > 0, "the replica kept its KV cache");
+    // An eviction on a replica's mount empties that replica.
+    sim.set_faults(faults(
+        json!({"mount": "/vllm/0", "evict_probability": 1.0}),
+    ));
+    let res = call(&app, "POST", "/vllm/0/v1/chat/completions", &chat_h, &chat).await;
+    assert_eq!(cached(json_of(&res)), 0);
 }

@@ -104,6 +104,22 @@ impl Store {
         }
     }
 
+    /// Deletes every entry `owner` holds, as if it had deleted them at `now` (the fault
+    /// "caches deleted early"); returns how many there were.
+    pub(crate) fn evict(&mut self, engine: &Engine, owner: &str, now: SystemTime) -> u64 {
+        self.drop_expired(engine, now);
+        let mine: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.owner == owner)
+            .map(|e| e.name.clone())
+            .collect();
+        for name in &mine {
+            self.end(engine, name, now);
+        }
+        mine.len() as u64
+    }
+
     /// Ends every entry at its expiry: what their owners are committed to pay for.
     pub(crate) fn settle(&mut self, engine: &Engine) {
         let names: Vec<String> = self.entries.keys().cloned().collect();

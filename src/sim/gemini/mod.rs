@@ -83,16 +83,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
             .map(|q| q.0)
             .unwrap_or_default();
-        let header = parts
-            .headers
-            .get("x-goog-api-key")
-            .and_then(|v| v.to_str().ok());
-        let key = header
-            .or_else(|| query.get("key").map(String::as_str))
-            .unwrap_or_default()
-            .to_owned();
+        let key = key_of(&parts.headers, &query);
         Ok(Caller { key, query })
     }
+}
+
+/// The caller's key: `x-goog-api-key`, else the `key` query parameter.
+fn key_of(headers: &axum::http::HeaderMap, query: &HashMap<String, String>) -> String {
+    let header = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());
+    header
+        .or_else(|| query.get("key").map(String::as_str))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The key a request to the Gemini mount is billed to and owns caches under.
+pub(crate) fn caller_key(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> String {
+    let query = Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    key_of(headers, &query)
 }
 
 /// `field` in camelCase, or else in snake_case; `null` counts as absent.

@@ -119,6 +119,11 @@ impl Cache {
             .is_some_and(|s| s.entry.live_at(now))
     }
 
+    /// Drops every entry of `scopes`; returns how many there were.
+    pub fn evict(&mut self, scopes: &std::collections::HashSet<u64>) -> u64 {
+        super::drop_scopes(&mut self.entries, scopes)
+    }
+
     /// Entries alive at `now` and the tokens they hold.
     pub fn live_entries(&self, now: SystemTime) -> (u64, u64) {
         self.entries

@@ -104,6 +104,13 @@ pub fn touch(cache: &mut Cache, scope: u64, prompt: &SimPrompt, read: u64, now: 
 }
 
 impl Cache {
+    /// Drops every unit of `scopes`, and what was seen of them; returns how many units there
+    /// were.
+    pub fn evict(&mut self, scopes: &std::collections::HashSet<u64>) -> u64 {
+        super::drop_scopes(&mut self.seen, scopes);
+        super::drop_scopes(&mut self.units, scopes)
+    }
+
     pub fn live_entries(&self, now: SystemTime) -> u64 {
         self.units.values().filter(|(_, e)| now < e.expires).count() as u64
     }

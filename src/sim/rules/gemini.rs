@@ -33,6 +33,13 @@ pub struct Implicit {
     entries: HashMap<(u64, u64), Entry>,
 }
 
+impl Implicit {
+    /// Drops every entry of `scopes`; returns how many there were.
+    pub fn evict(&mut self, scopes: &std::collections::HashSet<u64>) -> u64 {
+        super::drop_scopes(&mut self.entries, scopes)
+    }
+}
+
 pub fn implicit_hit(
     cache: &Implicit,
     scope: u64,

@@ -69,6 +69,17 @@ impl Entry {
     }
 }
 
+/// Removes the entries of `map` in any of `scopes` (the fault "caches evicted early");
+/// returns how many there were.
+pub fn drop_scopes<V>(
+    map: &mut std::collections::HashMap<(u64, u64), V>,
+    scopes: &std::collections::HashSet<u64>,
+) -> u64 {
+    let before = map.len();
+    map.retain(|(scope, _), _| !scopes.contains(scope));
+    (before - map.len()) as u64
+}
+
 /// Identity of a cache partition: the provider's isolation unit (API key) and the model.
 pub fn scope(api_key: &str, model: &str) -> u64 {
     let mut hasher = blake3::Hasher::new();

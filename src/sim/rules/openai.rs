@@ -120,6 +120,14 @@ pub fn commit(
 }
 
 impl Cache {
+    /// Drops every entry of `scopes` on every machine; returns how many there were.
+    pub fn evict(&mut self, scopes: &std::collections::HashSet<u64>) -> u64 {
+        self.machines
+            .iter_mut()
+            .map(|m| super::drop_scopes(m, scopes))
+            .sum()
+    }
+
     /// Live entries (128-token steps) over all machines.
     pub fn live_entries(&self, now: SystemTime) -> u64 {
         self.machines

@@ -54,6 +54,14 @@ impl Lru {
         }
     }
 
+    /// Empties the cache (a restarted server); returns how many blocks it held.
+    pub fn clear(&mut self) -> u64 {
+        let blocks = self.stamps.len() as u64;
+        self.stamps.clear();
+        self.order.clear();
+        blocks
+    }
+
     pub fn tokens(&self) -> u64 {
         (self.stamps.len() * BLOCK) as u64
     }
