@@ -43,11 +43,12 @@ pub enum Branch {
     /// No strategy for this provider and route yet.
     Unplanned,
     /// Replica pools (counted besides the cache plan's branch: a second decision): the
-    /// replica predicted to hold the longest prefix, within the load bound.
+    /// replica predicted to hold the longest prefix, within the load bound and worth its load.
     ReplicaAffinity,
     /// No replica holds any of the prefix: the least loaded.
     ReplicaCold,
-    /// The replicas holding the longest prefix are over the load bound: the best of the rest.
+    /// The replicas holding the longest prefix are over the load bound, or too busy for what
+    /// they hold (a head every replica may hold): the best of the rest.
     ReplicaOverloaded,
     /// `replica_affinity` switched off: least loaded, round-robin among equals.
     ReplicaBalanced,

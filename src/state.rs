@@ -83,7 +83,12 @@ impl AppState {
             .iter()
             .filter(|u| !u.base_urls.is_empty())
             .map(|u| {
-                let pool = Pool::new(u.base_urls.len(), u.kv_capacity_tokens, u.load_epsilon);
+                let pool = Pool::new(
+                    u.base_urls.len(),
+                    u.kv_capacity_tokens,
+                    u.load_epsilon,
+                    clock.clone(),
+                );
                 (u.name.clone(), Arc::new(pool))
             })
             .collect();

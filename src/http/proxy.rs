@@ -234,7 +234,7 @@ async fn send(
     let (mut response, placed) = match app.pool(&upstream.name) {
         Some(pool) => {
             let affinity = upstream.allows(Strategy::ReplicaAffinity);
-            let pick = pool.pick(chain.as_ref(), affinity, app.clock().now());
+            let pick = pool.pick(chain.as_ref(), affinity);
             // Only planned requests count; an unmodelled path is balanced, not planned.
             if chain.is_some() {
                 metrics::counter!(PLAN_BRANCH_TOTAL, "branch" => pick.branch.as_str()).increment(1);
@@ -242,8 +242,7 @@ async fn send(
             let client = app.upstream_client();
             let to = (pick, chain);
             let (response, placed) =
-                crate::upstream::pool::send(client, upstream, pool, to, outgoing, app.clock())
-                    .await?;
+                crate::upstream::pool::send(client, upstream, pool, to, outgoing).await?;
             (response, Some(placed))
         }
         None => (app.upstream_client().send(upstream, outgoing).await?, None),

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use crate::clock::Clock;
 use crate::config::Upstream;
 use crate::error::ProxyError;
 use crate::pool::{Chain, InFlight, Pick, Pool};
@@ -54,7 +53,6 @@ pub async fn send(
     pool: &Arc<Pool>,
     (pick, chain): (Pick, Option<Chain>),
     out: Outgoing,
-    clock: &Clock,
 ) -> Result<(reqwest::Response, Placed), ProxyError> {
     let resendable = matches!(out.body, OutgoingBody::Empty | OutgoingBody::Bytes(_));
     let mut out = Some(out);
@@ -81,7 +79,7 @@ pub async fn send(
             Err(_) => false,
         };
         if failed {
-            pool.failed(replica, chain.as_ref(), predicted, clock.now());
+            pool.failed(replica, chain.as_ref(), predicted);
             tracing::warn!(
                 upstream = %upstream.name,
                 replica,
