@@ -35,6 +35,7 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub usage: UsageConfig,
     pub coalesce: CoalesceConfig,
+    pub ledger: LedgerConfig,
     pub rewrite: RewriteConfig,
     pub registry: RegistryConfig,
     pub log: LogConfig,
@@ -75,6 +76,18 @@ pub struct Shutdown {
 #[serde(deny_unknown_fields)]
 pub struct UsageConfig {
     pub inject_include_usage: bool,
+}
+
+/// Where ledger records go (`ledger`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// `sqlite://PATH`, `sqlite::memory:` or `postgres://…`; empty: no ledger.
+    pub url: String,
+    /// Records waiting to be written at most; beyond, they are dropped and counted.
+    pub queue: usize,
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
 }
 
 /// Single-flight for cold prefixes (`flight`).
@@ -458,6 +471,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     };
     let workers = section("workers");
     let coalesce = section("coalesce");
+    let ledger = section("ledger");
     let (listen, limits, timeouts, shutdown) = (
         section("listen"),
         section("limits"),
@@ -479,6 +493,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     let shutdown = shutdown.read::<Shutdown>(errors);
     let usage = usage.read::<UsageConfig>(errors);
     let coalesce = coalesce.read::<CoalesceConfig>(errors);
+    let ledger = ledger.read::<LedgerConfig>(errors);
     let rewrite = rewrite.read::<RewriteConfig>(errors);
     let registry = registry.read::<RegistryConfig>(errors);
     let log = log.read::<LogConfig>(errors);
@@ -496,6 +511,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         shutdown: shutdown?,
         usage: usage?,
         coalesce: coalesce?,
+        ledger: ledger?,
         rewrite: rewrite?,
         registry: registry?,
         log: log?,

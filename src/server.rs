@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -10,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::ledger::{Ledger, Store};
 use crate::state::AppState;
 use crate::workers::{self, Workers};
 use crate::{http, sim, telemetry};
@@ -91,6 +93,42 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let _upkeep = UpkeepTask(tokio::spawn(metrics_upkeep(state.clone())));
+    open_ledger(&state).await;
+    let result = run(state.clone(), listener, admin, shutdown).await;
+    if let Some(ledger) = state.telemetry().ledger()
+        && !ledger.flush(LEDGER_FLUSH_LIMIT).await
+    {
+        tracing::error!("the ledger could not write its last records before exit");
+    }
+    result
+}
+
+/// The longest wait for the ledger's last write on shutdown.
+const LEDGER_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Opens the ledger's store and starts its writer. A store that cannot be opened leaves the
+/// proxy serving without a ledger (a read-only sidecar must still proxy), loudly.
+async fn open_ledger(state: &AppState) {
+    let config = &state.config().ledger;
+    if config.url.is_empty() {
+        return;
+    }
+    match Store::open(&config.url).await {
+        Ok(store) => state.telemetry().attach_ledger(Ledger::start(
+            store,
+            config.queue,
+            config.flush_interval,
+        )),
+        Err(e) => tracing::error!(error = %e, "cannot open the ledger; serving without one"),
+    }
+}
+
+async fn run(
+    state: AppState,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let n = workers::count(state.config().workers);
     let (main, abort_main) =

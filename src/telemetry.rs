@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::{LogConfig, LogFormat};
 use crate::explain::{Explanation, Fingerprint};
+use crate::ledger::{Ledger, LedgerRecord};
 use crate::plan::CachePlan;
 use crate::pricing::{Cost, PriceTable, Rates};
 use crate::registry::Outcome as CacheOutcome;
@@ -183,6 +184,15 @@ pub struct Exchange {
     pub miss: Option<Explanation>,
     /// How long the request waited for another one writing the same new prefix.
     pub coalesced: Option<Duration>,
+    /// The caller's tenant (from its credential).
+    pub tenant: Option<crate::tenant::Tenant>,
+    pub provider: Option<&'static str>,
+    /// The way the cache planner went (`cachet_plan_branch_total`).
+    pub branch: Option<&'static str>,
+    /// `cache_control` markers the client sent (a top-level one counting as one).
+    pub client_markers: u8,
+    /// Breakpoints cachet added.
+    pub breakpoints: u8,
     /// The body as sent upstream, kept only when `log.excerpts` is on.
     pub excerpt_source: Option<bytes::Bytes>,
 }
@@ -209,9 +219,103 @@ impl Exchange {
             fingerprint: None,
             miss: None,
             coalesced: None,
+            tenant: None,
+            provider: None,
+            branch: None,
+            client_markers: 0,
+            breakpoints: 0,
             excerpt_source: None,
         }
     }
+}
+
+/// What `record` works out besides the exchange.
+struct RecordFacts<'a> {
+    observed: &'a Observed,
+    overhead: Duration,
+    error: Option<&'static str>,
+    cost: Cost,
+    premium: Option<u64>,
+    model: Option<String>,
+}
+
+impl Telemetry {
+    fn ledger_record(&self, ex: &Exchange, facts: &RecordFacts<'_>) -> LedgerRecord {
+        let observed = facts.observed;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let outcome = match (facts.error, observed.outcome) {
+            (Some("client_closed"), _) | (None, Outcome::Cancelled) => "cancelled",
+            (Some(_), _) => "proxy_error",
+            (None, Outcome::UpstreamError) => "upstream_error",
+            (None, Outcome::Complete) if (200..300).contains(&ex.status) => "ok",
+            (None, Outcome::Complete) => "upstream_error",
+        };
+        let nusd = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        LedgerRecord {
+            at_ms,
+            request_id: ex.request_id.clone(),
+            call: ex.call.as_str(),
+            caused_by: ex.caused_by.clone(),
+            instance_id: self.instance_id.clone(),
+            tenant: ex.tenant.map(|t| t.fingerprint()).unwrap_or_default(),
+            team: ex.team.clone(),
+            upstream: ex.upstream.clone().unwrap_or_default(),
+            provider: ex.provider.unwrap_or("none"),
+            model: facts.model.clone(),
+            endpoint: ex.endpoint.unwrap_or("passthrough"),
+            stream: ex.stream,
+            status: ex.status,
+            outcome,
+            usage_complete: observed.usage.is_some()
+                && !observed.tap_lost
+                && observed.outcome == Outcome::Complete,
+            usage: observed.usage.unwrap_or_default(),
+            cost_nusd: nusd(facts.cost.actual),
+            cost_uncached_nusd: nusd(facts.cost.uncached),
+            write_premium_nusd: nusd(facts.premium),
+            storage_nusd: None,
+            prefix_key: ex
+                .plan
+                .as_ref()
+                .and_then(CachePlan::reusable_key)
+                .map(|k| k.to_string()),
+            plan_branch: ex.branch,
+            rewrites: ex.rewrites.join(","),
+            client_markers: ex.client_markers,
+            breakpoints: ex.breakpoints,
+            miss_reason: ex.miss.as_ref().map(|m| m.reason.as_str()),
+            miss_tokens: ex.miss.as_ref().and_then(|m| i64::try_from(m.tokens).ok()),
+            latency_ms: ms(observed.ended.duration_since(ex.received)),
+            ttfb_ms: observed
+                .first_byte
+                .map(|f| ms(f.duration_since(ex.received))),
+            overhead_ms: ms(facts.overhead),
+        }
+    }
+}
+
+/// What the cache writes of `u` cost over the same tokens billed as input, nano-USD.
+fn write_premium(rates: &Rates, u: &Usage) -> Option<u64> {
+    let input = u128::from(rates.input?);
+    let over = |tokens: u64, rate: Option<u64>| -> Option<u128> {
+        match tokens {
+            0 => Some(0),
+            n => Some(u128::from(n) * u128::from(rate?).saturating_sub(input)),
+        }
+    };
+    let pico = over(u.cache_write_5m, rates.cache_write_5m)?
+        + over(u.cache_write_1h, rates.cache_write_1h)?;
+    u64::try_from((pico + 500) / 1000).ok()
+}
+
+/// A process id for the ledger: host name (when known) and a random suffix.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cachet".to_owned());
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{host}-{}", &id[id.len() - 8..])
 }
 
 /// Running totals per (upstream, model label), for `cachet demo`'s table.
@@ -227,6 +331,10 @@ pub struct Totals {
 
 pub struct Telemetry {
     prices: PriceTable,
+    /// Where records go, once the server has opened the store.
+    ledger: OnceLock<Ledger>,
+    /// This process, in its records.
+    instance_id: String,
     totals: Mutex<BTreeMap<(&'static str, &'static str), Totals>>,
     /// The latest miss explanations with their upstream, newest last (for `demo` and tests;
     /// the ledger keeps them all).
@@ -240,9 +348,20 @@ impl Telemetry {
     pub fn new(prices: PriceTable) -> Self {
         Self {
             prices,
+            ledger: OnceLock::new(),
+            instance_id: instance_id(),
             totals: Mutex::new(BTreeMap::new()),
             misses: Mutex::default(),
         }
+    }
+
+    /// Sends every record from now on to `ledger` (once; later calls are ignored).
+    pub fn attach_ledger(&self, ledger: Ledger) {
+        let _ = self.ledger.set(ledger);
+    }
+
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.ledger.get()
     }
 
     /// The model's minimum cacheable prompt from the price table, in provider tokens.
@@ -431,6 +550,20 @@ impl Telemetry {
         }
         let u = usage.unwrap_or_default();
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        if let Some(ledger) = self.ledger.get() {
+            let premium = canonical
+                .and_then(|c| self.prices.price_now(c))
+                .and_then(|p| write_premium(&p.rates_for(u.input_total()), &u));
+            let facts = RecordFacts {
+                observed,
+                overhead,
+                error,
+                cost,
+                premium,
+                model: canonical.map(str::to_owned).or_else(|| ex.model.clone()),
+            };
+            ledger.record(self.ledger_record(ex, &facts));
+        }
         tracing::info!(
             target: "cachet::request",
             request_id = %ex.request_id,

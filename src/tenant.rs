@@ -53,6 +53,13 @@ impl Tenant {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// 16 hex digits: how records and logs name a tenant (the key is already a keyed hash of
+    /// the credential, so this tells nothing of it).
+    pub fn fingerprint(&self) -> String {
+        let hex = blake3::Hash::from_bytes(self.0).to_hex();
+        hex[..16].to_owned()
+    }
 }
 
 impl fmt::Debug for Tenant {

@@ -171,6 +171,8 @@ async fn send(
         &upstream.name,
         &Credential::from_request(&parts.headers, parts.uri.query()),
     );
+    ex.tenant = Some(tenant);
+    ex.provider = Some(upstream.provider.as_str());
     let mut headers = request_headers(parts.headers, json_route.is_none());
     let prepared = match json_route {
         Some(route) => {
@@ -360,6 +362,7 @@ async fn json_body(
         true => env.tree().map(markers::client_markers).unwrap_or_default(),
         false => markers::ClientMarkers::default(),
     };
+    ex.client_markers = u8::try_from(tree_markers.slots_used()).unwrap_or(u8::MAX);
     if let Some(prompt) = env.tree().and_then(|tree| prompt::prompt(route, tree)) {
         let boundaries = prefix::keys(&prompt, &target.tenant);
         if app.pool(&target.upstream.name).is_some() {
@@ -424,6 +427,7 @@ async fn json_body(
             },
         };
         metrics::counter!(PLAN_BRANCH_TOTAL, "branch" => branch.as_str()).increment(1);
+        ex.branch = Some(branch.as_str());
         if target.upstream.allows(Strategy::SingleFlight) {
             write = new_write(app, &plan, &prompt, &boundaries, &breakpoints, branch);
         }
@@ -434,6 +438,7 @@ async fn json_body(
         None => None,
     };
     if !breakpoints.is_empty() && env.edit(|tree| markers::apply(tree, &breakpoints)) {
+        ex.breakpoints = u8::try_from(breakpoints.len()).unwrap_or(u8::MAX);
         ex.rewrites.push("cache_control");
     }
     if let Some(key) = cache_key

@@ -592,6 +592,8 @@ base_urls = ["http://vllm-0.internal:8000"]
                 "CACHET_LOG__LEVEL",
                 std::env::var("CACHET_REPLAY_LOG").unwrap_or_else(|_| "error".to_owned()),
             ),
+            // The replay's proxy keeps its ledger in memory: a replay is no traffic to account.
+            ("CACHET_LEDGER__URL", "sqlite::memory:".to_owned()),
             (
                 "CACHET_UPSTREAMS__OPENAI__BASE_URL",
                 format!("{sim}/openai"),

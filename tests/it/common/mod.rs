@@ -227,7 +227,15 @@ pub struct TestProxy {
 impl TestProxy {
     /// `config` is a TOML file's text; upstream URLs are usually the mock's.
     pub async fn spawn(config: &str) -> Self {
-        let config = Config::load_from(Some(config), Vec::new()).unwrap();
+        // Each test proxy keeps its ledger in memory unless the test names a store.
+        let env = match config.contains("[ledger]") {
+            true => Vec::new(),
+            false => vec![(
+                "CACHET_LEDGER__URL".to_owned(),
+                "sqlite::memory:".to_owned(),
+            )],
+        };
+        let config = Config::load_from(Some(config), env).unwrap();
         let state = AppState::new(config).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
