@@ -9,15 +9,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-async fn start_sim() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(cachet::server::nodelay(listener), cachet::sim::router(0)).await
-    });
-    sim
-}
-
 /// A proxy whose `name` upstream is the simulator's Gemini mount.
 async fn proxy_for(sim: SocketAddr, name: &str, extra: &str) -> TestProxy {
     TestProxy::spawn(&format!(
@@ -101,7 +92,7 @@ async fn caches_of(sim: SocketAddr, key: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_reused_document_is_cached_referenced_and_resent_when_the_cache_vanishes() {
-    let sim = start_sim().await;
+    let sim = start_simulator().await;
     let proxy = proxy_for(sim, "gemini-cc", "").await;
     // First and second sight: nothing known of its reuse yet, sent as it is.
     for q in ["What was revenue?", "What were the costs?"] {
@@ -183,7 +174,7 @@ async fn a_reused_document_is_cached_referenced_and_resent_when_the_cache_vanish
 
 #[tokio::test]
 async fn with_the_strategy_off_nothing_is_cached() {
-    let sim = start_sim().await;
+    let sim = start_simulator().await;
     let proxy = proxy_for(sim, "gemini-cc-off", "strategies = []").await;
     for q in ["a?", "b?", "c?", "d?"] {
         let a = ask(&proxy, "gemini-cc-off", "key-off", q).await;
@@ -204,7 +195,7 @@ async fn with_the_strategy_off_nothing_is_cached() {
 
 #[tokio::test]
 async fn a_cache_made_under_one_tool_config_is_never_read_under_another() {
-    let sim = start_sim().await;
+    let sim = start_simulator().await;
     let proxy = proxy_for(sim, "gemini-cc-tc", "").await;
     let config = |mode: &str| Some(json!({"functionCallingConfig": {"mode": mode}}));
     for q in ["a?", "b?", "c?"] {

@@ -1,21 +1,10 @@
 //! The ledger through the proxy: one record per upstream call, in SQLite and in PostgreSQL,
 //! written off the request path and flushed on shutdown.
 
-use std::net::SocketAddr;
-
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::common::*;
-
-async fn start_sim() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(cachet::server::nodelay(listener), cachet::sim::router(0)).await
-    });
-    sim
-}
 
 /// A PostgreSQL schema of its own in the machine's `test` database, and the URL that uses it.
 async fn postgres_url(name: &str) -> String {
@@ -79,7 +68,7 @@ async fn claude(proxy: &TestProxy, mount: &str, stream: bool) -> (String, Value)
 }
 
 async fn records_match_the_calls(url: &str, mount: &str) {
-    let sim = start_sim().await;
+    let sim = start_simulator().await;
     let mut proxy = TestProxy::spawn(&format!(
         "[ledger]\nurl = \"{url}\"\nqueue = 1000\nflush_interval = \"1h\"\n\
          [[upstreams]]\nname = \"{mount}\"\nprovider = \"anthropic\"\nbase_url = \"http://{sim}/anthropic\"\n"
@@ -132,25 +121,30 @@ type Row9 = (
 const SELECT: &str = "SELECT request_id, call, input_uncached, output, cache_read, cost_nusd, \
                       team, outcome, usage_complete FROM ledger ORDER BY id";
 
+/// The columns of `SELECT` as a tuple, from a row of either database.
+macro_rules! row9 {
+    ($r:expr) => {
+        (
+            $r.get(0),
+            $r.get(1),
+            $r.get(2),
+            $r.get(3),
+            $r.get(4),
+            $r.get(5),
+            $r.get(6),
+            $r.get(7),
+            $r.get(8),
+        )
+    };
+}
+
 async fn fetch_sqlite(pool: &sqlx::SqlitePool) -> Vec<Row9> {
     sqlx::query(SELECT)
         .fetch_all(pool)
         .await
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                r.get(1),
-                r.get(2),
-                r.get(3),
-                r.get(4),
-                r.get(5),
-                r.get(6),
-                r.get(7),
-                r.get(8),
-            )
-        })
+        .map(|r| row9!(r))
         .collect()
 }
 
@@ -160,19 +154,7 @@ async fn fetch_pg(pool: &sqlx::PgPool) -> Vec<Row9> {
         .await
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                r.get(1),
-                r.get(2),
-                r.get(3),
-                r.get(4),
-                r.get(5),
-                r.get(6),
-                r.get(7),
-                r.get(8),
-            )
-        })
+        .map(|r| row9!(r))
         .collect()
 }
 

@@ -311,6 +311,16 @@ pub async fn anthropic_stream(proxy: &TestProxy) -> reqwest::Response {
         .unwrap()
 }
 
+/// The simulator (no replicas, no faults) on 127.0.0.1:0, serving until the test ends.
+pub async fn start_simulator() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(cachet::server::nodelay(listener), cachet::sim::router(0)).await
+    });
+    sim
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
