@@ -105,6 +105,10 @@ fn describe() {
         UNPRICED_TOTAL,
         "Requests whose cost is null because the price table lacks a price they need."
     );
+    metrics::describe_counter!(
+        crate::ledger::DROPPED_TOTAL,
+        "Ledger records dropped: the queue was full, or the store refused them twice."
+    );
 }
 
 /// The one copy of a label value, for the life of the process. Only values from bounded,

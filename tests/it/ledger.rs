@@ -78,6 +78,8 @@ async fn records_match_the_calls(url: &str, mount: &str) {
         claude(&proxy, mount, false).await,
         claude(&proxy, mount, true).await,
     ];
+    let metrics = metrics_of(&proxy).await;
+    assert_eq!(metric(&metrics, "cachet_ledger_dropped_total"), Some(0.0));
     // Nothing is flushed before an hour or shutdown: the records are written on the way out.
     proxy.stop();
     (&mut proxy.task).await.unwrap().unwrap();
