@@ -640,10 +640,14 @@ fn validate(config: &Config, errors: &mut Vec<String>) {
         ("timeouts.connect", config.timeouts.connect),
         ("timeouts.first_byte", config.timeouts.first_byte),
         ("timeouts.idle", config.timeouts.idle),
+        ("ledger.flush_interval", config.ledger.flush_interval),
     ] {
         if value.is_zero() {
             errors.push(format!("{key}: must be greater than 0s"));
         }
+    }
+    if config.ledger.queue == 0 {
+        errors.push("ledger.queue: must be at least 1".into());
     }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         errors.push(format!("log.level: {e}"));

@@ -177,6 +177,9 @@ async fn run(
             if let Some(a) = abort_admin {
                 a.now();
             }
+            // The cut requests are recorded as their workers wind down: wait for that (briefly)
+            // so that the ledger's last flush has them.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut servers).await;
             Ok(())
         }
     }

@@ -513,7 +513,8 @@ impl Telemetry {
         let canonical = ex.model.as_deref().and_then(|m| self.prices.canonical(m));
         let model = canonical.map_or(OTHER, label);
         let status = status_label(ex.status);
-        let cost = match (usage, canonical.and_then(|c| self.prices.price_now(c))) {
+        let price = canonical.and_then(|c| self.prices.price_now(c));
+        let mut cost = match (usage, price) {
             (Some(u), Some(price)) => price.cost(&u),
             (Some(_), None) => Cost::default(),
             (None, _) => Cost {
@@ -521,6 +522,11 @@ impl Telemetry {
                 uncached: Some(0),
             },
         };
+        if matches!(ex.call, Call::CacheCreate | Call::CacheExtend) {
+            // Without caching these calls would not happen at all: they cost what they cost,
+            // against nothing.
+            cost.uncached = Some(0);
+        }
         let labels = [("upstream", upstream), ("model", model)];
         counter!(REQUESTS_TOTAL, "upstream" => upstream, "model" => model, "status" => status)
             .increment(1);
@@ -555,9 +561,7 @@ impl Telemetry {
         let u = usage.unwrap_or_default();
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         if let Some(ledger) = self.ledger.get() {
-            let premium = canonical
-                .and_then(|c| self.prices.price_now(c))
-                .and_then(|p| write_premium(&p.rates_for(u.input_total()), &u));
+            let premium = price.and_then(|p| write_premium(&p.rates_for(u.input_total()), &u));
             let facts = RecordFacts {
                 observed,
                 overhead,

@@ -77,7 +77,8 @@ pub(super) struct Referenced {
     /// The cache's id in the table (`cache_id`).
     pub key: PrefixKey,
     pub name: String,
-    pub fallback: Bytes,
+    /// The request as the client sent it, for a resend without the cache.
+    pub pristine: Envelope,
 }
 
 /// What `plan::gemini` makes of this request, given the registry's history of its prefixes
@@ -120,203 +121,247 @@ pub(super) fn decide(
 }
 
 /// Carries out `decision` on the request in `env`: extends or creates the cache as decided and
-/// rewrites the request to read it. `None` when the request goes as it is.
+/// rewrites the request to read it. `pristine` is the request before any rewrite, kept for a
+/// resend. `None` when the request goes as it is.
 pub(super) async fn carry_out(
     app: &AppState,
     parent: &Exchange,
     caller: &Caller<'_>,
     env: &mut Envelope,
     decision: Decision,
+    pristine: Envelope,
 ) -> Option<Referenced> {
     let (cut, name) = match decision {
         Decision::Nothing => return None,
         Decision::Reference { cut, name, extend } => {
-            if let Some(ttl) = extend
-                && !self::extend(app, parent, caller, &cut, &name, ttl).await
-            {
-                return None;
+            if let Some(ttl) = extend {
+                let own = Own::new(app, parent, caller, &cut);
+                let extended = spawn_own(self::extend(own, name.clone(), ttl)).await;
+                if extended == Extended::Gone {
+                    return None;
+                }
             }
             (cut, name)
         }
         Decision::Create { cut, ttl } => {
-            let name = match app
-                .flights()
-                .board(&caller.tenant, &caller.cache_id(&cut.key))
-            {
-                Seat::Leader(_lead) => create(app, parent, caller, env, &cut, ttl).await,
+            let id = caller.cache_id(&cut.key);
+            let name = match app.flights().board(&caller.tenant, &id) {
+                Seat::Leader(_lead) => {
+                    let body = cache::create_body(env.tree()?, caller.model, cut.contents, ttl)?;
+                    let own = Own::new(app, parent, caller, &cut);
+                    spawn_own(create(own, body)).await
+                }
                 Seat::Follower(rx) => {
                     flight::follow(rx, app.config().coalesce.max_wait).await;
                     let now = app.clock().now();
                     app.content_caches()
-                        .get(&caller.tenant, &caller.cache_id(&cut.key), now)
+                        .get(&caller.tenant, &id, now)
                         .map(|live| live.name)
                 }
             }?;
             (cut, name)
         }
     };
-    let fallback = env.clone().into_bytes().ok()?;
     env.edit(|tree| cache::reference(tree, &name, cut.contents))
         .then_some(Referenced {
             tenant: caller.tenant,
             key: caller.cache_id(&cut.key),
             name,
-            fallback,
+            pristine,
         })
 }
 
-/// Creates the cache of `cut`; its name once the upstream has it.
-async fn create(
-    app: &AppState,
-    parent: &Exchange,
-    caller: &Caller<'_>,
-    env: &mut Envelope,
-    cut: &Cut,
-    ttl: Duration,
-) -> Option<String> {
-    let body = cache::create_body(env.tree()?, caller.model, cut.contents, ttl)?;
-    let answer = own_call(
-        app,
-        parent,
-        caller,
-        Own {
-            call: Call::CacheCreate,
-            method: Method::POST,
-            path: cache::CREATE_PATH,
-            body: &body,
-        },
-        // A create bills the cache's tokens at the input price (providers.md §3.4).
-        |created| Usage {
-            input_uncached: created.tokens,
-            ..Usage::default()
-        },
-    )
-    .await;
-    let Some(answer) = answer else {
-        // Refused (below the model's minimum, say) or failed: the request goes without, and
-        // the prefix is not tried again for a while.
-        let until = app.clock().now() + REFUSED_FOR;
-        app.content_caches()
-            .refuse(&caller.tenant, &caller.cache_id(&cut.key), until);
-        return None;
-    };
-    let live = Live {
-        name: answer.name,
-        expires: answer.expires,
-    };
-    app.content_caches()
-        .insert(&caller.tenant, &caller.cache_id(&cut.key), live.clone());
-    Some(live.name)
+/// Runs one of cachet's own calls in a task of its own and waits for it: a client that goes
+/// away meanwhile (dropping the request) never leaves a created cache unrecorded or unknown.
+async fn spawn_own<T: Send + Default + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    tokio::spawn(work).await.unwrap_or_default()
 }
 
-/// Gives the cache `name` a new TTL before the request reads it. Done in line, not in the
-/// background: it happens about once per half TTL per cache, and its answer tells whether the
-/// cache is still there (a 404 spares the request a failed attempt and a resend). `false` when
-/// the cache is gone, and forgotten.
-async fn extend(
-    app: &AppState,
-    parent: &Exchange,
-    caller: &Caller<'_>,
-    cut: &Cut,
-    name: &str,
-    ttl: Duration,
-) -> bool {
-    let (path, body) = cache::extend(name, ttl);
-    let patched = own_call(
-        app,
-        parent,
-        caller,
-        Own {
-            call: Call::CacheExtend,
-            method: Method::PATCH,
-            path: &path,
-            body: &body,
-        },
-        |_| Usage::default(),
-    )
-    .await;
-    let id = caller.cache_id(&cut.key);
-    match patched {
-        Some(patched) => {
-            let live = Live {
-                name: patched.name,
-                expires: patched.expires,
-            };
-            app.content_caches().insert(&caller.tenant, &id, live);
-            true
+/// What one of cachet's own calls needs, owned (it runs in its own task).
+struct Own {
+    app: AppState,
+    upstream: Upstream,
+    tenant: Tenant,
+    /// The cache's id in the table.
+    id: PrefixKey,
+    /// The request's credential headers, and only those.
+    headers: HeaderMap,
+    query: Option<String>,
+    model: String,
+    parent_id: String,
+    team: Option<String>,
+}
+
+/// The request headers that carry a Gemini credential.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-goog-api-key", "x-goog-user-project"];
+
+impl Own {
+    fn new(app: &AppState, parent: &Exchange, caller: &Caller<'_>, cut: &Cut) -> Own {
+        let mut headers = HeaderMap::new();
+        for name in CREDENTIAL_HEADERS {
+            if let Some(value) = caller.headers.get(name) {
+                headers.insert(name, value.clone());
+            }
         }
-        None => {
-            app.content_caches().forget(&caller.tenant, &id, name);
-            false
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // reqwest here does not decompress: the answer must come as sent.
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        Own {
+            app: app.clone(),
+            upstream: caller.upstream.clone(),
+            tenant: caller.tenant,
+            id: caller.cache_id(&cut.key),
+            headers,
+            query: caller.query.map(str::to_owned),
+            model: caller.model.to_owned(),
+            parent_id: parent.request_id.clone(),
+            team: parent.team.clone(),
         }
     }
 }
 
-/// A call cachet makes on its own.
-struct Own<'a> {
-    call: Call,
-    method: Method,
-    path: &'a str,
-    body: &'a Value,
+/// Creates the cache; its name once the upstream has it.
+async fn create(own: Own, body: Value) -> Option<String> {
+    let answer = own_call(
+        &own,
+        Call::CacheCreate,
+        Method::POST,
+        cache::CREATE_PATH,
+        &body,
+    )
+    .await;
+    let caches = own.app.content_caches();
+    match answer {
+        Answer {
+            created: Some(created),
+            ..
+        } => {
+            let live = Live {
+                name: created.name,
+                expires: created.expires,
+            };
+            caches.insert(&own.tenant, &own.id, live.clone());
+            Some(live.name)
+        }
+        // Refused (below the model's minimum, say): not asked again for a while. A 429, a 5xx
+        // or no answer at all says nothing of the prefix: the next request may try again.
+        Answer {
+            status: Some(status),
+            ..
+        } if (400..500).contains(&status) && status != 429 => {
+            let until = own.app.clock().now() + REFUSED_FOR;
+            caches.refuse(&own.tenant, &own.id, until);
+            None
+        }
+        Answer { .. } => None,
+    }
 }
 
-/// One upstream call of cachet's own for `parent`'s request, recorded with the usage `billed`
-/// finds in its answer. The answer when the upstream accepted the call.
-async fn own_call(
-    app: &AppState,
-    parent: &Exchange,
-    caller: &Caller<'_>,
-    own: Own<'_>,
-    billed: impl FnOnce(&cache::Created) -> Usage,
-) -> Option<cache::Created> {
-    let Own {
-        call,
-        method,
-        path,
-        body,
-    } = own;
+/// What a TTL extension found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Extended {
+    Alive,
+    /// The cache is gone (404, 403): forgotten.
+    Gone,
+    /// No telling (a 429, a 5xx, no answer): the cache is read as before.
+    #[default]
+    Unknown,
+}
+
+/// Gives the cache `name` a new TTL before the request reads it. Done before the request, not
+/// after: it happens about once per half TTL per cache, and its answer tells whether the cache
+/// is still there (a 404 spares the request a failed attempt and a resend).
+async fn extend(own: Own, name: String, ttl: Duration) -> Extended {
+    let (path, body) = cache::extend(&name, ttl);
+    let answer = own_call(&own, Call::CacheExtend, Method::PATCH, &path, &body).await;
+    let caches = own.app.content_caches();
+    match answer {
+        Answer {
+            created: Some(patched),
+            ..
+        } => {
+            let live = Live {
+                name: patched.name,
+                expires: patched.expires,
+            };
+            caches.insert(&own.tenant, &own.id, live);
+            Extended::Alive
+        }
+        Answer {
+            status: Some(404 | 403),
+            ..
+        } => {
+            caches.forget(&own.tenant, &own.id, &name);
+            Extended::Gone
+        }
+        Answer { .. } => Extended::Unknown,
+    }
+}
+
+/// What one of cachet's own calls got back.
+struct Answer {
+    /// `None`: no answer (connect error, timeout).
+    status: Option<u16>,
+    /// The cache, when the upstream accepted the call.
+    created: Option<cache::Created>,
+}
+
+/// One upstream call of cachet's own, recorded with what it billed: a create bills the cache's
+/// tokens at the input price (providers.md §3.4); a patch bills nothing.
+async fn own_call(own: &Own, call: Call, method: Method, path: &str, body: &Value) -> Answer {
+    let app = &own.app;
     let mut ex = Exchange::new(uuid::Uuid::now_v7().to_string(), Instant::now());
     ex.call = call;
-    ex.caused_by = Some(parent.request_id.clone());
-    ex.upstream = Some(caller.upstream.name.clone());
+    ex.caused_by = Some(own.parent_id.clone());
+    ex.upstream = Some(own.upstream.name.clone());
+    ex.provider = Some(own.upstream.provider.as_str());
+    ex.tenant = Some(own.tenant);
     ex.endpoint = Some("cached_contents");
-    ex.model = Some(caller.model.to_owned());
-    ex.team = parent.team.clone();
-    let bytes = serde_json::to_vec(body).ok()?;
-    let mut headers = caller.headers.clone();
-    headers.remove(header::CONTENT_LENGTH);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    ex.model = Some(own.model.clone());
+    ex.team = own.team.clone();
     let outgoing = Outgoing {
         method,
-        path_and_query: with_key(path, caller.query),
-        headers,
-        body: OutgoingBody::Bytes(Bytes::from(bytes)),
+        path_and_query: with_key(path, own.query.as_deref()),
+        headers: own.headers.clone(),
+        body: OutgoingBody::Bytes(Bytes::from(serde_json::to_vec(body).unwrap_or_default())),
     };
     ex.sent = Some(Instant::now());
-    let answer = match app.upstream_client().send(caller.upstream, outgoing).await {
+    let idle = app.config().timeouts.idle;
+    let (status, created) = match app.upstream_client().send(&own.upstream, outgoing).await {
         Ok(response) => {
             ex.status = response.status().as_u16();
             let ok = response.status().is_success();
-            response
-                .bytes()
-                .await
-                .ok()
-                .filter(|_| ok)
-                .and_then(|b| cache::created(&b))
+            let read = tokio::time::timeout(idle, response.bytes()).await;
+            let created = match read {
+                Ok(Ok(bytes)) if ok => cache::created(&bytes),
+                _ => None,
+            };
+            (Some(ex.status), created)
         }
         Err(err) => {
             ex.status = err.status().as_u16();
             tracing::warn!(request_id = %ex.request_id, call = call.as_str(), error = %err,
                 "cachet's own upstream call failed");
-            None
+            (None, None)
         }
     };
-    let usage = answer.as_ref().map(billed);
+    let usage = created.as_ref().map(|c| match call {
+        Call::CacheCreate => Usage {
+            input_uncached: c.tokens,
+            ..Usage::default()
+        },
+        _ => Usage::default(),
+    });
     app.telemetry().record_call(&ex, usage);
-    answer
+    Answer { status, created }
 }
 
 /// `path` with the request's `key=` parameter, when the client authenticated with one.
@@ -332,12 +377,15 @@ fn with_key(path: &str, query: Option<&str>) -> String {
     }
 }
 
-/// The statuses with which Gemini answers a request whose cache is gone or not the caller's.
-pub(super) fn vanished(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
-    )
+/// Whether a Gemini error answer to a request that read a cache says the cache is gone or not
+/// the caller's: any 404 or 403, and a 400 about the cached content. Any other 400 is the
+/// client's own error, passed on as it came.
+pub(super) fn vanished(status: StatusCode, body: &[u8]) -> bool {
+    match status {
+        StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => true,
+        StatusCode::BAD_REQUEST => cache::about_the_cache(body),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

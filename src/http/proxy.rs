@@ -252,26 +252,55 @@ async fn send(
     ex.status = response.status().as_u16();
     // The response has begun: the provider holds the prefix, the requests waiting may read it.
     drop(lead);
-    if let (Some(referenced), Some((method, path_and_query, headers))) = (referenced, again)
-        && cached_content::vanished(response.status())
+    if let (Some(referenced), Some((method, path_and_query, headers)), Some(route)) =
+        (referenced, again, json_route)
+        && matches!(response.status().as_u16(), 400 | 403 | 404)
     {
-        // The cache is gone (deleted, expired early, or not this key's): this attempt gets its
-        // own record, and the request goes again as it would have without the cache.
-        app.content_caches()
-            .forget(&referenced.tenant, &referenced.key, &referenced.name);
-        let _ = response.bytes().await;
-        app.telemetry().record_call(ex, None);
-        ex.caused_by = Some(ex.request_id.clone());
-        ex.call = Call::Resend;
-        ex.rewrites.retain(|r| *r != "cached_content");
-        let outgoing = Outgoing {
-            method,
-            path_and_query,
-            headers,
-            body: OutgoingBody::Bytes(referenced.fallback),
+        // An error to a request that read a cache: read it to tell a vanished cache from the
+        // client's own mistake.
+        let status = response.status();
+        let head = std::mem::take(response.headers_mut());
+        let idle = app.config().timeouts.idle;
+        let body = match tokio::time::timeout(idle, response.bytes()).await {
+            Ok(Ok(body)) => body,
+            _ => Bytes::new(),
         };
-        response = app.upstream_client().send(upstream, outgoing).await?;
-        ex.status = response.status().as_u16();
+        if cached_content::vanished(status, &body) {
+            // The cache is gone (deleted, expired early, or not this key's): this attempt has
+            // its own record, and the request goes again as the client sent it, rewritten
+            // without the cache.
+            app.content_caches()
+                .forget(&referenced.tenant, &referenced.key, &referenced.name);
+            app.telemetry().record_call(ex, None);
+            ex.caused_by = Some(ex.request_id.clone());
+            ex.call = Call::Resend;
+            let mut fallback = referenced.pristine;
+            ex.rewrites.clear();
+            let applied = apply_rewrites(
+                &mut fallback,
+                route,
+                &app.config().rewrite,
+                rewrite::Turns::Keep,
+            );
+            ex.rewrites.extend(applied.iter().map(|r| r.as_str()));
+            let bytes = fallback
+                .into_bytes()
+                .map_err(|e| ProxyError::Internal(e.to_string()))?;
+            let outgoing = Outgoing {
+                method,
+                path_and_query,
+                headers,
+                body: OutgoingBody::Bytes(bytes),
+            };
+            response = app.upstream_client().send(upstream, outgoing).await?;
+            ex.status = response.status().as_u16();
+        } else {
+            // The client's own error: passed on as it came.
+            let mut rebuilt = http::Response::new(body);
+            *rebuilt.status_mut() = status;
+            *rebuilt.headers_mut() = head;
+            response = reqwest::Response::from(rebuilt);
+        }
     }
     Ok(Sent {
         response,
@@ -447,7 +476,7 @@ async fn json_body(
         ex.rewrites.push("prompt_cache_key");
     }
     let mut referenced = None;
-    if let (Some(decision), Some(model)) = (gemini, gemini_model) {
+    if let (Some(decision), Some(model), Some(pristine)) = (gemini, gemini_model, &pristine) {
         let caller = cached_content::Caller {
             upstream: target.upstream,
             tenant: target.tenant,
@@ -456,7 +485,8 @@ async fn json_body(
             model,
             salt,
         };
-        referenced = cached_content::carry_out(app, ex, &caller, &mut env, decision).await;
+        referenced =
+            cached_content::carry_out(app, ex, &caller, &mut env, decision, pristine.clone()).await;
         if referenced.is_some() {
             ex.rewrites.push("cached_content");
         }

@@ -84,7 +84,7 @@ async fn postgres_stores_each_record_once() {
 }
 
 #[tokio::test]
-async fn the_writer_flushes_on_request_and_drops_when_full() {
+async fn the_writer_flushes_on_request_and_on_its_interval() {
     let store = Store::open("sqlite::memory:").await.expect("open");
     let ledger = Ledger::start(store.clone(), 1000, Duration::from_secs(3600));
     for i in 0..10 {
@@ -104,4 +104,20 @@ async fn the_writer_flushes_on_request_and_drops_when_full() {
         }
     }
     assert_eq!(stored, 11);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_records_instead_of_waiting() {
+    let store = Store::open("sqlite::memory:").await.expect("open");
+    // A current-thread runtime: the writer cannot drain while this loop runs.
+    let ledger = Ledger::start(store.clone(), 3, Duration::from_secs(3600));
+    for i in 0..10 {
+        ledger.record(record(&format!("full{i}"), "client"));
+    }
+    assert!(ledger.flush(Duration::from_secs(10)).await);
+    assert_eq!(
+        store.count().await.expect("count"),
+        3,
+        "only what the queue held"
+    );
 }

@@ -220,3 +220,79 @@ async fn a_cache_made_under_one_tool_config_is_never_read_under_another() {
     );
     assert_eq!(caches_of(sim, "key-tc").await.len(), 2);
 }
+
+/// A mock Gemini: creates succeed; a request reading a cache gets `error` (status, message).
+async fn gemini_mock(error: (u16, &'static str)) -> MockUpstream {
+    MockUpstream::start(move |r| {
+        let body = String::from_utf8_lossy(&r.body);
+        if r.path_and_query.contains("cachedContents") {
+            return Reply::json(
+                200,
+                br#"{"name":"cachedContents/m1","model":"models/gemini-2.5-flash","expireTime":"2099-01-01T00:00:00Z","usageMetadata":{"totalTokenCount":9000}}"#,
+            );
+        }
+        if body.contains("cachedContent") {
+            let (status, message) = error;
+            let answer = json!({"error": {"code": status, "message": message, "status": "X"}});
+            return Reply::json(status, answer.to_string().as_bytes());
+        }
+        Reply::json(200, fixture!("gemini_generate.json"))
+    })
+    .await
+}
+
+async fn third_request_reads_a_cache_and_gets(error: (u16, &'static str)) -> (MockUpstream, u16) {
+    let mock = gemini_mock(error).await;
+    let proxy = TestProxy::in_front_of(&mock, "").await;
+    for q in ["a?", "b?"] {
+        assert_eq!(ask(&proxy, "gemini", "key-m", q).await.status, 200);
+    }
+    let third = ask(&proxy, "gemini", "key-m", "c?").await;
+    (mock, third.status)
+}
+
+#[tokio::test]
+async fn a_clients_own_400_on_a_cached_request_is_passed_on_once() {
+    let (mock, status) =
+        third_request_reads_a_cache_and_gets((400, "temperature must be in [0, 2]")).await;
+    assert_eq!(
+        status, 400,
+        "the client's own error, as the upstream sent it"
+    );
+    let generates: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_and_query.contains("generateContent"))
+        .collect();
+    assert_eq!(generates.len(), 3, "no resend");
+    assert!(String::from_utf8_lossy(&generates[2].body).contains("cachedContents/m1"));
+    let last = &mock.requests()[mock.requests().len() - 1];
+    let body: Value = serde_json::from_slice(&last.body).unwrap();
+    assert_eq!(body["cachedContent"], "cachedContents/m1");
+}
+
+#[tokio::test]
+async fn a_400_about_the_cache_is_resent_without_it() {
+    let (mock, status) =
+        third_request_reads_a_cache_and_gets((400, "CachedContent not found or expired")).await;
+    assert_eq!(status, 200, "resent without the cache");
+    let generates: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_and_query.contains("generateContent"))
+        .collect();
+    assert_eq!(generates.len(), 4);
+    let resent: Value = serde_json::from_slice(&generates[3].body).unwrap();
+    assert!(resent.get("cachedContent").is_none());
+    // As the client sent it but for the question after the document, in one turn.
+    assert_eq!(resent["contents"].as_array().unwrap().len(), 1);
+    assert!(resent["systemInstruction"].is_object());
+    // cachet's own create asked for an answer it can read, and carried the caller's key.
+    let create = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path_and_query.contains("cachedContents"))
+        .unwrap();
+    assert_eq!(create.headers["x-goog-api-key"], "key-m");
+    assert_eq!(create.headers["accept-encoding"], "identity");
+}

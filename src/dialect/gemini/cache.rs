@@ -100,6 +100,23 @@ pub fn created(body: &[u8]) -> Option<Created> {
     })
 }
 
+/// Whether a Gemini error body is about the request's cached content (a 400 naming it), rather
+/// than about anything else the client sent.
+pub fn about_the_cache(body: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    value
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .is_some_and(|m| {
+            let m = m.to_ascii_lowercase();
+            m.contains("cachedcontent")
+                || m.contains("cached content")
+                || m.contains("cached_content")
+        })
+}
+
 /// A Duration as the API writes it: whole seconds, then `s`.
 fn duration(d: Duration) -> String {
     format!("{}s", d.as_secs().max(1))
@@ -174,6 +191,13 @@ mod tests {
             parse_rfc3339("2026-11-02T09:05:00Z").expect("time")
         );
         assert!(created(b"{\"error\":{}}").is_none());
+        assert!(about_the_cache(
+            br#"{"error":{"code":400,"message":"CachedContent can not be used with GenerateContent request setting system_instruction","status":"INVALID_ARGUMENT"}}"#
+        ));
+        assert!(!about_the_cache(
+            br#"{"error":{"code":400,"message":"temperature must be in [0, 2]","status":"INVALID_ARGUMENT"}}"#
+        ));
+        assert!(!about_the_cache(b"not json"));
         assert!(created(b"not json").is_none());
         let (path, body) = extend("cachedContents/abc", Duration::from_millis(90_500));
         assert_eq!(path, "/v1beta/cachedContents/abc?updateMask=ttl");
