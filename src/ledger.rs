@@ -10,6 +10,7 @@
 
 mod record;
 mod store;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Command>,
+    store: Store,
 }
 
 impl Ledger {
@@ -42,8 +44,13 @@ impl Ledger {
         // Shown from the start, at 0: a missing series reads as "not measured", not "none".
         metrics::counter!(DROPPED_TOTAL).increment(0);
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_loop(store, rx, every));
-        Ledger { tx }
+        tokio::spawn(write_loop(store.clone(), rx, every));
+        Ledger { tx, store }
+    }
+
+    /// The store the records go to, for reading them back (`/api/usage`).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Queues `record`; drops and counts it when the queue is full.

@@ -173,3 +173,118 @@ async fn postgres_holds_one_record_per_call_flushed_on_shutdown() {
     let url = postgres_url("calls").await;
     records_match_the_calls(&url, "ledger-pg").await;
 }
+
+async fn api_usage(proxy: &TestProxy, query: &str) -> (u16, Value) {
+    let r = client()
+        .get(proxy.url(&format!("/api/usage?{query}")))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+async fn usage_groups_what_the_ledger_holds(url: &str, mount: &str) {
+    let sim = start_simulator().await;
+    let proxy = TestProxy::spawn(&format!(
+        "[ledger]\nurl = \"{url}\"\nqueue = 1000\nflush_interval = \"50ms\"\n\
+         [[upstreams]]\nname = \"{mount}\"\nprovider = \"anthropic\"\nbase_url = \"http://{sim}/anthropic\"\n"
+    ))
+    .await;
+    let mut sent = Vec::new();
+    for (team, stream) in [("search", false), ("ads", true), ("search", true)] {
+        let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 20, "stream": stream,
+            "messages": [{"role": "user", "content": format!("Hello from {team}")}]});
+        let r = client()
+            .post(proxy.url(&format!("/{mount}/v1/messages")))
+            .header("x-api-key", "k-usage")
+            .header("x-cachet-team", team)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        sent.push(team);
+    }
+    // Written within the flush interval.
+    let mut usage = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        usage = api_usage(&proxy, "group_by=team").await.1;
+        if usage["totals"]["requests"] == 3 {
+            break;
+        }
+    }
+    assert_eq!(usage["group_by"], "team");
+    assert_eq!(usage["totals"]["requests"], 3, "{usage}");
+    let rows = usage["rows"].as_array().unwrap();
+    let by_key = |k: &str| rows.iter().find(|r| r["key"] == k).unwrap().clone();
+    assert_eq!(by_key("search")["requests"], 2);
+    assert_eq!(by_key("ads")["requests"], 1);
+    // The totals are the rows' sums, and they agree with /metrics to the nano-dollar.
+    let sum = |field: &str| rows.iter().map(|r| r[field].as_i64().unwrap()).sum::<i64>();
+    let totals = &usage["totals"];
+    assert_eq!(totals["cost_nusd"].as_i64().unwrap(), sum("cost_nusd"));
+    assert_eq!(
+        totals["saved_nusd"].as_i64().unwrap(),
+        totals["cost_uncached_nusd"].as_i64().unwrap() - totals["cost_nusd"].as_i64().unwrap()
+    );
+    let metrics = metrics_of(&proxy).await;
+    let series =
+        format!("cachet_cost_usd_total{{upstream=\"{mount}\",model=\"claude-sonnet-4-6\"}}");
+    let metric_nusd = (metric(&metrics, &series).unwrap() * 1e9).round() as i64;
+    assert_eq!(metric_nusd, totals["cost_nusd"].as_i64().unwrap());
+    let tokens = format!(
+        "cachet_tokens_total{{upstream=\"{mount}\",model=\"claude-sonnet-4-6\",kind=\"input_uncached\"}}"
+    );
+    assert_eq!(
+        metric(&metrics, &tokens).unwrap() as i64,
+        totals["tokens"]["input_uncached"].as_i64().unwrap()
+    );
+    // By day: one row, today's; by model: one row.
+    let (_, day) = api_usage(&proxy, "group_by=day").await;
+    assert_eq!(day["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(day["rows"][0]["requests"], 3);
+    let (_, hour) = api_usage(&proxy, "group_by=hour").await;
+    let hour_key = hour["rows"][0]["key"].as_str().unwrap().to_owned();
+    let day_key = day["rows"][0]["key"].as_str().unwrap();
+    assert!(
+        hour_key.starts_with(&format!("{day_key}T")) && hour_key.ends_with(":00Z"),
+        "{hour_key} within {day_key}"
+    );
+    let (_, model) = api_usage(&proxy, "group_by=model").await;
+    assert_eq!(model["rows"][0]["key"], "claude-sonnet-4-6");
+    // A range before any record: nothing.
+    let (_, empty) = api_usage(&proxy, "from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z").await;
+    assert_eq!(empty["rows"].as_array().unwrap().len(), 0);
+    assert_eq!(empty["totals"]["requests"], 0);
+    // Bad input: a clear 400.
+    let (status, bad) = api_usage(&proxy, "group_by=color").await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("group_by")
+    );
+    let (status, _) = api_usage(&proxy, "from=yesterday").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn sqlite_usage_api_groups_what_the_ledger_holds() {
+    let dir = std::env::temp_dir().join(format!("cachet-it-usage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite://{}/cachet.db", dir.display());
+    usage_groups_what_the_ledger_holds(&url, "usage-sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_usage_api_groups_what_the_ledger_holds() {
+    let url = postgres_url("usage").await;
+    usage_groups_what_the_ledger_holds(&url, "usage-pg").await;
+}

@@ -1,0 +1,195 @@
+//! Aggregates of the ledger for `/api/usage`: requests, tokens by kind and money per group,
+//! over a time range, from the store (SQLite or PostgreSQL, the same SQL but for the dates).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::Store;
+
+/// What rows are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Team,
+    Model,
+    Upstream,
+    Day,
+    Hour,
+    Prefix,
+    MissReason,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        Some(match s {
+            "team" => GroupBy::Team,
+            "model" => GroupBy::Model,
+            "upstream" => GroupBy::Upstream,
+            "day" => GroupBy::Day,
+            "hour" => GroupBy::Hour,
+            "prefix" => GroupBy::Prefix,
+            "miss_reason" => GroupBy::MissReason,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Team => "team",
+            GroupBy::Model => "model",
+            GroupBy::Upstream => "upstream",
+            GroupBy::Day => "day",
+            GroupBy::Hour => "hour",
+            GroupBy::Prefix => "prefix",
+            GroupBy::MissReason => "miss_reason",
+        }
+    }
+
+    /// The SQL of the group key (UTC dates as `YYYY-MM-DD` and `YYYY-MM-DDTHH:00Z`). Only these
+    /// fixed strings reach the SQL; the range is bound.
+    fn key_sql(self, postgres: bool) -> &'static str {
+        match (self, postgres) {
+            (GroupBy::Team, _) => "COALESCE(team, '')",
+            (GroupBy::Model, _) => "COALESCE(model, '')",
+            (GroupBy::Upstream, _) => "upstream",
+            (GroupBy::Prefix, _) => "COALESCE(prefix_key, '')",
+            (GroupBy::MissReason, _) => "COALESCE(miss_reason, '')",
+            (GroupBy::Day, false) => "strftime('%Y-%m-%d', at_ms / 1000, 'unixepoch')",
+            (GroupBy::Hour, false) => "strftime('%Y-%m-%dT%H:00Z', at_ms / 1000, 'unixepoch')",
+            (GroupBy::Day, true) => {
+                "to_char(to_timestamp(at_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            }
+            (GroupBy::Hour, true) => {
+                "to_char(to_timestamp(at_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"')"
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    pub input_uncached: i64,
+    pub cache_read: i64,
+    pub cache_write: i64,
+    pub output: i64,
+}
+
+/// One group's totals. Money in nano-USD over the records whose cost is known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageRow {
+    pub key: String,
+    pub requests: i64,
+    pub tokens: Tokens,
+    pub cost_nusd: i64,
+    pub cost_uncached_nusd: i64,
+    pub saved_nusd: i64,
+    /// cache_read ÷ (input_uncached + cache_read + cache_write); `None` with no input.
+    pub hit_rate: Option<f64>,
+}
+
+impl UsageRow {
+    fn add(&mut self, other: &UsageRow) {
+        self.requests += other.requests;
+        self.tokens.input_uncached += other.tokens.input_uncached;
+        self.tokens.cache_read += other.tokens.cache_read;
+        self.tokens.cache_write += other.tokens.cache_write;
+        self.tokens.output += other.tokens.output;
+        self.cost_nusd += other.cost_nusd;
+        self.cost_uncached_nusd += other.cost_uncached_nusd;
+        self.saved_nusd += other.saved_nusd;
+        self.hit_rate = hit_rate(&self.tokens);
+    }
+}
+
+fn hit_rate(t: &Tokens) -> Option<f64> {
+    let input = t.input_uncached + t.cache_read + t.cache_write;
+    (input > 0).then(|| t.cache_read as f64 / input as f64)
+}
+
+/// The answer of `/api/usage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    pub from: i64,
+    pub to: i64,
+    pub group_by: &'static str,
+    pub rows: Vec<UsageRow>,
+    pub totals: UsageRow,
+}
+
+/// A `UsageRow` from a result row of either database (the SQL casts every sum to BIGINT:
+/// PostgreSQL's SUM of a bigint is NUMERIC).
+macro_rules! usage_row {
+    ($r:expr) => {{
+        let int = |column: &str| $r.try_get::<i64, _>(column).unwrap_or_default();
+        let tokens = Tokens {
+            input_uncached: int("iu"),
+            cache_read: int("cr"),
+            cache_write: int("cw"),
+            output: int("out"),
+        };
+        let (cost, uncached) = (int("cost"), int("unc"));
+        UsageRow {
+            key: $r.try_get::<String, _>("k").unwrap_or_default(),
+            requests: int("requests"),
+            hit_rate: hit_rate(&tokens),
+            tokens,
+            cost_nusd: cost,
+            cost_uncached_nusd: uncached,
+            saved_nusd: uncached - cost,
+        }
+    }};
+}
+
+impl Store {
+    /// Totals per group of the records with `from ≤ at_ms < to`, the costliest first.
+    pub async fn usage(&self, from: i64, to: i64, group_by: GroupBy) -> Result<Usage, sqlx::Error> {
+        let postgres = matches!(self, Store::Postgres(_));
+        let key = group_by.key_sql(postgres);
+        // Money sums only rows whose costs are both known: a null is a missing price, not 0.
+        let sql = format!(
+            "SELECT {key} AS k, CAST(COUNT(*) AS BIGINT) AS requests, \
+             CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
+             CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
+             CAST(COALESCE(SUM(cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cw, \
+             CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
+             CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
+                AS BIGINT) AS cost, \
+             CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN cost_uncached_nusd END), 0) \
+                AS BIGINT) AS unc \
+             FROM ledger WHERE at_ms >= {p1} AND at_ms < {p2} GROUP BY k ORDER BY cost DESC, k",
+            p1 = if postgres { "$1" } else { "?" },
+            p2 = if postgres { "$2" } else { "?" },
+        );
+        let rows: Vec<UsageRow> = match self {
+            Store::Sqlite(pool) => sqlx::query(&sql)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| usage_row!(r))
+                .collect(),
+            Store::Postgres(pool) => sqlx::query(&sql)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| usage_row!(r))
+                .collect(),
+        };
+        let mut totals = UsageRow {
+            key: "total".into(),
+            ..UsageRow::default()
+        };
+        for row in &rows {
+            totals.add(row);
+        }
+        Ok(Usage {
+            from,
+            to,
+            group_by: group_by.as_str(),
+            rows,
+            totals,
+        })
+    }
+}
