@@ -5,7 +5,7 @@
 //! `name`. The merged tree is then read section by section so that every problem is reported
 //! at once, each with its dotted path, instead of stopping at the first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +42,8 @@ pub struct Config {
     pub admin: Admin,
     pub pricing: PricingConfig,
     pub upstreams: Vec<Upstream>,
+    /// cachet keys: what clients present to upstreams with `api_key_env`.
+    pub keys: Vec<CachetKey>,
     /// Things worth telling the operator that do not stop the start (ignored variables).
     pub warnings: Vec<String>,
 }
@@ -76,6 +78,22 @@ pub struct Shutdown {
 #[serde(deny_unknown_fields)]
 pub struct UsageConfig {
     pub inject_include_usage: bool,
+}
+
+/// A key cachet hands out to a team (DESIGN.md auth row): clients present it where their SDK
+/// puts an API key; the upstream gets the upstream's own key instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachetKey {
+    /// SHA-256 of the key: the config never holds the key itself.
+    pub sha256: [u8; 32],
+    pub team: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    key_sha256: String,
+    team: String,
 }
 
 /// Where ledger records go (`ledger`).
@@ -181,6 +199,9 @@ impl ProviderKind {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
+    /// With `api_key_env`: the key cachet sends upstream in place of the client's, which must
+    /// then present a cachet key.
+    pub api_key: Option<String>,
     pub provider: ProviderKind,
     /// Host root (or simulator mount) without a trailing slash; a pool's first replica.
     pub base_url: Url,
@@ -237,6 +258,7 @@ impl Strategy {
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
     name: String,
+    api_key_env: Option<String>,
     provider: Option<ProviderKind>,
     base_url: Option<String>,
     base_urls: Option<Vec<String>>,
@@ -294,12 +316,28 @@ impl Config {
         }
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        apply_env(&mut tree, env, &mut errors, &mut warnings);
-        let config = from_tree(tree, &mut errors).map(|c| Config { warnings, ..c });
+        let vars: HashMap<String, String> = env.into_iter().collect();
+        apply_env(
+            &mut tree,
+            vars.iter().map(|(k, v)| (k.clone(), v.clone())),
+            &mut errors,
+            &mut warnings,
+        );
+        let config = from_tree(tree, &vars, &mut errors).map(|c| Config { warnings, ..c });
         match config {
             Some(config) if errors.is_empty() => Ok(config),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+
+    /// The team of the cachet key `presented`, if it is one of `[[keys]]`.
+    pub fn key_team(&self, presented: &[u8]) -> Option<&str> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented).into();
+        self.keys
+            .iter()
+            .find(|k| k.sha256 == digest)
+            .map(|k| k.team.as_str())
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
@@ -462,7 +500,11 @@ fn typed_env_value(current: Option<&Value>, leaf: &str, raw: &str) -> Value {
 ///
 /// A section that fails to parse is replaced by its default for the rest of the checks, so the
 /// semantic problems of every other section are reported in the same run.
-fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
+fn from_tree(
+    mut tree: Table,
+    vars: &HashMap<String, String>,
+    errors: &mut Vec<String>,
+) -> Option<Config> {
     let mut defaults = parse_toml(DEFAULTS, "defaults").ok()?;
     let mut section = |key: &str| SectionReader {
         value: tree.remove(key),
@@ -499,7 +541,8 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
     let log = log.read::<LogConfig>(errors);
     let admin = admin.read::<Admin>(errors);
     let pricing = pricing.read::<PricingConfig>(errors);
-    let upstreams = upstreams(tree.remove("upstreams"), errors);
+    let upstreams = upstreams(tree.remove("upstreams"), vars, errors);
+    let keys = keys(tree.remove("keys"), errors);
     for key in tree.keys() {
         errors.push(format!("{key}: unknown key"));
     }
@@ -518,6 +561,7 @@ fn from_tree(mut tree: Table, errors: &mut Vec<String>) -> Option<Config> {
         admin: admin?,
         pricing: pricing?,
         upstreams,
+        keys,
         warnings: Vec::new(),
     };
     validate(&config, errors);
@@ -558,7 +602,53 @@ fn decode<T: DeserializeOwned>(value: Value, at: &str, errors: &mut Vec<String>)
     }
 }
 
-fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
+fn keys(value: Option<Value>, errors: &mut Vec<String>) -> Vec<CachetKey> {
+    let items = match value {
+        None => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push("keys: expected an array of tables ([[keys]])".into());
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("keys[{i}]");
+        let Some(raw) = decode::<RawKey>(item, &at, errors) else {
+            continue;
+        };
+        let mut sha256 = [0u8; 32];
+        let hex = raw.key_sha256.trim();
+        let valid = hex.len() == 64
+            && hex.is_ascii()
+            && (0..32).all(|j| {
+                u8::from_str_radix(&hex[2 * j..2 * j + 2], 16)
+                    .map(|b| sha256[j] = b)
+                    .is_ok()
+            });
+        if !valid {
+            errors.push(format!(
+                "{at}.key_sha256: expected 64 hex digits (sha256 of the key)"
+            ));
+            continue;
+        }
+        if raw.team.trim().is_empty() {
+            errors.push(format!("{at}.team: must not be empty"));
+            continue;
+        }
+        out.push(CachetKey {
+            sha256,
+            team: raw.team,
+        });
+    }
+    out
+}
+
+fn upstreams(
+    value: Option<Value>,
+    vars: &HashMap<String, String>,
+    errors: &mut Vec<String>,
+) -> Vec<Upstream> {
     let Some(Value::Array(items)) = value else {
         errors.push("upstreams: expected an array of tables".into());
         return Vec::new();
@@ -603,7 +693,18 @@ fn upstreams(value: Option<Value>, errors: &mut Vec<String>) -> Vec<Upstream> {
             continue;
         };
         let mount = raw.mount.unwrap_or_else(|| format!("/{}", raw.name));
+        let api_key = match raw.api_key_env.as_deref() {
+            None => None,
+            Some(var) => match vars.get(var).filter(|v| !v.is_empty()) {
+                Some(key) => Some(key.clone()),
+                None => {
+                    errors.push(format!("{at}.api_key_env: {var} is not set"));
+                    continue;
+                }
+            },
+        };
         out.push(Upstream {
+            api_key,
             name: raw.name,
             provider,
             base_url,

@@ -23,6 +23,10 @@ pub enum ProxyError {
     UnknownMount(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error(
+        "missing or unknown cachet key: present the key your team was given where the SDK puts its API key"
+    )]
+    UnknownKey,
     #[error("upstream {upstream} is unreachable: {detail}")]
     UpstreamConnect { upstream: String, detail: String },
     #[error("upstream {upstream} sent no response within {seconds}s")]
@@ -39,7 +43,7 @@ impl ProxyError {
             Self::BadJson(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownMount(_) => StatusCode::NOT_FOUND,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::UnknownKey => StatusCode::UNAUTHORIZED,
             Self::UpstreamConnect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -54,6 +58,7 @@ impl ProxyError {
             Self::BodyRead(_) => "body_read",
             Self::UnknownMount(_) => "unknown_mount",
             Self::Unauthorized => "unauthorized",
+            Self::UnknownKey => "unknown_key",
             Self::UpstreamConnect { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::Upstream { .. } => "upstream_failed",

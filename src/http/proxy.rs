@@ -37,7 +37,9 @@ use crate::telemetry::PLAN_BRANCH_TOTAL;
 use crate::telemetry::{Call, Exchange};
 use crate::tenant::{Credential, Tenant};
 use crate::upstream::body::{Framing, ObservedBody, Outcome, Tap};
-use crate::upstream::headers::{ask_identity_encoding, request_headers, response_headers};
+use crate::upstream::headers::{
+    ask_identity_encoding, request_headers, response_headers, use_upstream_key, without_key_param,
+};
 use crate::upstream::pool::Placed;
 use crate::upstream::{Outgoing, OutgoingBody};
 use crate::usage::Usage;
@@ -147,9 +149,23 @@ async fn send(
     req: Request,
 ) -> Result<Sent, ProxyError> {
     let (parts, body) = req.into_parts();
-    let path_and_query = match parts.uri.query() {
+    let credential = Credential::from_request(&parts.headers, parts.uri.query());
+    // With `api_key_env` the client presents a cachet key, which names its team; the upstream
+    // gets the upstream's key, and the client's goes no further (nor does a `?key=`).
+    let query = match &upstream.api_key {
+        Some(_) => {
+            let team = credential.key.and_then(|k| app.config().key_team(k));
+            let Some(team) = team else {
+                return Err(ProxyError::UnknownKey);
+            };
+            ex.team = Some(team.to_owned());
+            parts.uri.query().map(without_key_param)
+        }
+        None => parts.uri.query().map(str::to_owned),
+    };
+    let path_and_query = match query.as_deref() {
+        Some("") | None => rest.to_owned(),
         Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
     };
     // A compressed request body cannot be read as JSON: it goes through as it came.
     let encoded = parts
@@ -166,14 +182,13 @@ async fn send(
         .headers
         .get(REWRITE_HEADER)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"off"));
-    let tenant = Tenant::of(
-        app.tenant_secret(),
-        &upstream.name,
-        &Credential::from_request(&parts.headers, parts.uri.query()),
-    );
+    let tenant = Tenant::of(app.tenant_secret(), &upstream.name, &credential);
     ex.tenant = Some(tenant);
     ex.provider = Some(upstream.provider.as_str());
     let mut headers = request_headers(parts.headers, json_route.is_none());
+    if let Some(key) = &upstream.api_key {
+        use_upstream_key(&mut headers, upstream.provider, key);
+    }
     let prepared = match json_route {
         Some(route) => {
             let rewrite = (!rewrite_off).then_some(&app.config().rewrite);
@@ -182,7 +197,7 @@ async fn send(
                 upstream,
                 tenant,
                 headers: &headers,
-                query: parts.uri.query(),
+                query: query.as_deref(),
             };
             json_body(app, ex, target, body, declared_length, rewrite).await?
         }

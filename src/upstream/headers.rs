@@ -2,6 +2,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
+use crate::config::ProviderKind;
+
 /// Connection-scoped headers (RFC 9110 §7.6.1) that a proxy must not forward.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -66,6 +68,41 @@ pub fn ask_identity_encoding(headers: &mut HeaderMap) {
     );
 }
 
+/// Headers in which clients present an API key, in any of the dialects.
+const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
+
+/// Replaces whatever credential the client sent with the upstream's own `key`, in the header
+/// the provider reads it from (`api_key_env`): the client's key is never forwarded.
+pub fn use_upstream_key(headers: &mut HeaderMap, provider: ProviderKind, key: &str) {
+    for name in CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
+    let (name, value) = match provider {
+        ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+        ProviderKind::Gemini => (HeaderName::from_static("x-goog-api-key"), key.to_owned()),
+        ProviderKind::Openai | ProviderKind::Deepseek | ProviderKind::OpenaiCompatible => {
+            (header::AUTHORIZATION, format!("Bearer {key}"))
+        }
+    };
+    if let Ok(mut value) = HeaderValue::from_str(&value) {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+}
+
+/// `query` without its `key=` parameter (a Gemini client's key), the rest as sent.
+pub fn without_key_param(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| !pair.starts_with("key="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +129,12 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["anthropic-version", "authorization", "x-api-key"]);
         assert!(request_headers(h, true).contains_key("content-length"));
+    }
+
+    #[test]
+    fn the_clients_key_param_goes_and_the_rest_stays() {
+        assert_eq!(super::without_key_param("alt=sse&key=ck-1"), "alt=sse");
+        assert_eq!(super::without_key_param("key=ck-1"), "");
+        assert_eq!(super::without_key_param("a=1&keys=2"), "a=1&keys=2");
     }
 }

@@ -12,6 +12,7 @@ mod explain;
 mod fault_replay;
 mod faults;
 mod gemini_cache;
+mod keys;
 mod ledger;
 mod lifecycle;
 mod metrics;

@@ -227,14 +227,22 @@ pub struct TestProxy {
 impl TestProxy {
     /// `config` is a TOML file's text; upstream URLs are usually the mock's.
     pub async fn spawn(config: &str) -> Self {
+        Self::spawn_with_env(config, &[]).await
+    }
+
+    /// `spawn` with these variables as the process environment.
+    pub async fn spawn_with_env(config: &str, vars: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         // Each test proxy keeps its ledger in memory unless the test names a store.
-        let env = match config.contains("[ledger]") {
-            true => Vec::new(),
-            false => vec![(
+        if !config.contains("[ledger]") {
+            env.push((
                 "CACHET_LEDGER__URL".to_owned(),
                 "sqlite::memory:".to_owned(),
-            )],
-        };
+            ));
+        }
         let config = Config::load_from(Some(config), env).unwrap();
         let state = AppState::new(config).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
