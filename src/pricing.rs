@@ -290,6 +290,19 @@ fn is_date(s: &str) -> bool {
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
+/// Storage of an explicit cache in nano-USD: `tokens` held from `created` to `ended` at
+/// `storage_pico` pico-USD per token-hour, rounded half up.
+pub fn storage_nusd(tokens: u64, created: SystemTime, ended: SystemTime, storage_pico: u64) -> u64 {
+    let micros = ended
+        .duration_since(created)
+        .unwrap_or_default()
+        .as_micros();
+    // tokens × pico/token-hour × hours, with hours = micros / 3.6e9; pico → nano is /1000.
+    let pico_micro_hours = u128::from(tokens) * u128::from(storage_pico) * micros;
+    let nano = (pico_micro_hours + 1_800_000_000_000) / 3_600_000_000_000;
+    u64::try_from(nano).unwrap_or(u64::MAX)
+}
+
 /// Today's UTC date as `YYYY-MM-DD`.
 pub fn today() -> String {
     crate::clock::utc_date(SystemTime::now())

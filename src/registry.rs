@@ -11,7 +11,8 @@
 //! The in-process store is a moka cache weighed by entry size with a memory bound; the
 //! [`Registry`] trait is what a shared (Redis) backend will implement.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
@@ -225,32 +226,60 @@ impl Registry for MemoryRegistry {
 }
 
 /// The Gemini cached contents cachet created, by tenant and the prefix each holds: a cache is
-/// only ever referenced for the tenant whose credential created it.
+/// only ever referenced for the tenant whose credential created it. Each is kept until its
+/// storage is booked (`take_ended`), so that none ends unaccounted; live caches are few (each
+/// lives at most an hour past its last use), so a map under a lock holds them.
 pub struct ContentCaches {
-    entries: Cache<(Tenant, PrefixKey), Live>,
+    entries: Mutex<HashMap<(Tenant, PrefixKey), Held>>,
     /// Prefixes whose create the provider refused (too small, say), until when not to ask again.
     refused: Cache<(Tenant, PrefixKey), SystemTime>,
 }
 
-/// Live caches kept: far more than a tenant's working set, bounded all the same.
-const CONTENT_CACHES: u64 = 100_000;
+/// A cache cachet holds, with what its storage bill needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub live: Live,
+    /// Tokens the cache holds (its create's `totalTokenCount`).
+    pub tokens: u64,
+    pub created: SystemTime,
+    /// Who the storage is billed to: the create's record.
+    pub owner: Arc<Owner>,
+}
+
+/// The attribution of a cache's storage: the upstream call that created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub upstream: String,
+    pub provider: &'static str,
+    pub model: String,
+    pub team: Option<String>,
+    /// The create call's request id.
+    pub request_id: String,
+}
+
+/// Refusals remembered: far more than a tenant's working set, bounded all the same.
+const REFUSALS: u64 = 100_000;
 
 impl ContentCaches {
     pub fn new() -> Self {
         ContentCaches {
-            entries: Cache::new(CONTENT_CACHES),
-            refused: Cache::new(CONTENT_CACHES),
+            entries: Mutex::default(),
+            refused: Cache::new(REFUSALS),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Tenant, PrefixKey), Held>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The cache holding `key` for `tenant`, unless it has expired by `now`.
     pub fn get(&self, tenant: &Tenant, key: &PrefixKey, now: SystemTime) -> Option<Live> {
-        let live = self.entries.get(&(*tenant, *key))?;
-        if live.expires <= now {
-            self.entries.invalidate(&(*tenant, *key));
-            return None;
-        }
-        Some(live)
+        self.lock()
+            .get(&(*tenant, *key))
+            .filter(|held| held.live.expires > now)
+            .map(|held| held.live.clone())
     }
 
     /// The provider refused to create a cache of `key`: not asked again before `until`.
@@ -264,17 +293,44 @@ impl ContentCaches {
             .is_some_and(|until| now < until)
     }
 
-    pub fn insert(&self, tenant: &Tenant, key: &PrefixKey, live: Live) {
-        self.entries.insert((*tenant, *key), live);
+    /// Holds a new cache for `key`; the one it replaces, if any, has ended (its storage is due).
+    pub fn insert(&self, tenant: &Tenant, key: &PrefixKey, held: Held) -> Option<Held> {
+        self.lock().insert((*tenant, *key), held)
+    }
+
+    /// The cache `name` of `key` lives until `expires` now (a TTL extension).
+    pub fn extend(&self, tenant: &Tenant, key: &PrefixKey, name: &str, expires: SystemTime) {
+        if let Some(held) = self.lock().get_mut(&(*tenant, *key))
+            && held.live.name == name
+        {
+            held.live.expires = expires;
+        }
     }
 
     /// Forgets the cache `name` held for `key` (it has vanished upstream), unless another
-    /// has taken its place meanwhile.
-    pub fn forget(&self, tenant: &Tenant, key: &PrefixKey, name: &str) {
+    /// has taken its place meanwhile; the forgotten one has ended.
+    pub fn forget(&self, tenant: &Tenant, key: &PrefixKey, name: &str) -> Option<Held> {
+        let mut entries = self.lock();
         let id = (*tenant, *key);
-        if self.entries.get(&id).is_some_and(|l| l.name == name) {
-            self.entries.invalidate(&id);
+        if entries.get(&id).is_some_and(|h| h.live.name == name) {
+            return entries.remove(&id);
         }
+        None
+    }
+
+    /// Removes and returns the caches expired by `now` (all of them with `None`: shutdown,
+    /// when every cache is billed to its expiry, what its owner is committed to).
+    pub fn take_ended(&self, now: Option<SystemTime>) -> Vec<(Tenant, Held)> {
+        let mut entries = self.lock();
+        let ended: Vec<(Tenant, PrefixKey)> = entries
+            .iter()
+            .filter(|(_, held)| now.is_none_or(|now| held.live.expires <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|id| entries.remove(&id).map(|held| (id.0, held)))
+            .collect()
     }
 }
 

@@ -94,13 +94,26 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let _upkeep = UpkeepTask(tokio::spawn(metrics_upkeep(state.clone())));
     open_ledger(&state).await;
+    let _storage = UpkeepTask(tokio::spawn(book_cache_storage(state.clone())));
     let result = run(state.clone(), listener, admin, shutdown).await;
+    // What the Gemini caches still alive will cost until they expire is due now.
+    http::cached_content::book_ended(&state, None);
     if let Some(ledger) = state.telemetry().ledger()
         && !ledger.flush(LEDGER_FLUSH_LIMIT).await
     {
         tracing::error!("the ledger could not write its last records before exit");
     }
     result
+}
+
+/// Books the storage of Gemini caches as they expire (on the proxy's clock: the replay's
+/// virtual one too).
+async fn book_cache_storage(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        http::cached_content::book_ended(&state, Some(state.clock().now()));
+    }
 }
 
 /// The longest wait for the ledger's last write on shutdown.

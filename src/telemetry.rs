@@ -144,6 +144,8 @@ pub enum Call {
     CacheExtend,
     /// The client's request sent again, without a cache that had vanished upstream.
     Resend,
+    /// Not a call: the storage of a Gemini cache cachet created, booked when it ends.
+    CacheStorage,
 }
 
 impl Call {
@@ -153,6 +155,7 @@ impl Call {
             Call::CacheCreate => "cache_create",
             Call::CacheExtend => "cache_extend",
             Call::Resend => "resend",
+            Call::CacheStorage => "cache_storage",
         }
     }
 }
@@ -458,6 +461,69 @@ impl Telemetry {
             relay_overhead: Duration::ZERO,
         };
         self.record(ex, &observed, Duration::ZERO, None);
+    }
+
+    /// Books the storage of a cache that has ended: `nusd` (`None`: no storage price) on its
+    /// own record (`call = cache_storage`, caused by the create), and in the cost totals. No
+    /// request is counted: nothing was sent.
+    pub fn record_storage(&self, ex: &Exchange, nusd: Option<u64>) {
+        let upstream = ex.upstream.as_deref().map_or("none", label);
+        let canonical = ex.model.as_deref().and_then(|m| self.prices.canonical(m));
+        let model = canonical.map_or(OTHER, label);
+        if let Ok(mut totals) = self.totals.lock() {
+            let t = totals.entry((upstream, model)).or_default();
+            match nusd {
+                Some(n) => t.cost_nusd += n,
+                None => t.unpriced += 1,
+            }
+        }
+        if let Some(ledger) = self.ledger.get() {
+            let now = Instant::now();
+            let observed = Observed {
+                outcome: Outcome::Complete,
+                usage: None,
+                tap_lost: false,
+                first_byte: None,
+                ended: now,
+                relay_overhead: Duration::ZERO,
+            };
+            let facts = RecordFacts {
+                observed: &observed,
+                overhead: Duration::ZERO,
+                error: None,
+                cost: Cost {
+                    actual: nusd,
+                    uncached: Some(0),
+                },
+                premium: None,
+                model: canonical.map(str::to_owned).or_else(|| ex.model.clone()),
+            };
+            let mut record = self.ledger_record(ex, &facts);
+            record.storage_nusd = nusd.and_then(|n| i64::try_from(n).ok());
+            record.usage_complete = true;
+            ledger.record(record);
+        }
+        tracing::info!(
+            target: "cachet::request",
+            request_id = %ex.request_id,
+            call = ex.call.as_str(),
+            caused_by = ex.caused_by.as_deref(),
+            upstream = %upstream,
+            model = ex.model.as_deref().unwrap_or("-"),
+            storage_nusd = nusd,
+            "cache storage"
+        );
+    }
+
+    /// Pricing rates of `model` on the day of `at`, for a prompt of `tokens` (tiers applied).
+    pub fn rates_for_tokens(
+        &self,
+        model: &str,
+        at: std::time::SystemTime,
+        tokens: u64,
+    ) -> Option<Rates> {
+        let price = self.prices.price_on(model, &crate::clock::utc_date(at))?;
+        Some(price.rates_for(tokens))
     }
 
     /// Pricing rates of `model` on the day of `now` and its minimum cacheable prompt.

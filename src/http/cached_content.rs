@@ -7,7 +7,8 @@
 //! one: if the cache has vanished upstream (404, 403 or 400), the proxy forgets it and sends
 //! that body instead, and the client never sees the difference.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -19,7 +20,9 @@ use crate::envelope::Envelope;
 use crate::flight::{self, Seat};
 use crate::plan::gemini::{self as planner, Cut, Decision, Facts, Live, Prices};
 use crate::prefix::{Boundary, PrefixKey};
+use crate::pricing::storage_nusd;
 use crate::prompt::Prompt;
+use crate::registry::{Held, Owner};
 use crate::state::AppState;
 use crate::telemetry::{Call, Exchange};
 use crate::tenant::Tenant;
@@ -242,14 +245,29 @@ async fn create(own: Own, body: Value) -> Option<String> {
     match answer {
         Answer {
             created: Some(created),
+            request_id,
             ..
         } => {
-            let live = Live {
-                name: created.name,
-                expires: created.expires,
+            let now = own.app.clock().now();
+            let held = Held {
+                live: Live {
+                    name: created.name.clone(),
+                    expires: created.expires,
+                },
+                tokens: created.tokens,
+                created: now,
+                owner: Arc::new(Owner {
+                    upstream: own.upstream.name.clone(),
+                    provider: own.upstream.provider.as_str(),
+                    model: own.model.clone(),
+                    team: own.team.clone(),
+                    request_id,
+                }),
             };
-            caches.insert(&own.tenant, &own.id, live.clone());
-            Some(live.name)
+            if let Some(replaced) = caches.insert(&own.tenant, &own.id, held) {
+                book_storage(&own.app, own.tenant, &replaced, now);
+            }
+            Some(created.name)
         }
         // Refused (below the model's minimum, say): not asked again for a while. A 429, a 5xx
         // or no answer at all says nothing of the prefix: the next request may try again.
@@ -288,18 +306,16 @@ async fn extend(own: Own, name: String, ttl: Duration) -> Extended {
             created: Some(patched),
             ..
         } => {
-            let live = Live {
-                name: patched.name,
-                expires: patched.expires,
-            };
-            caches.insert(&own.tenant, &own.id, live);
+            caches.extend(&own.tenant, &own.id, &name, patched.expires);
             Extended::Alive
         }
         Answer {
             status: Some(404 | 403),
             ..
         } => {
-            caches.forget(&own.tenant, &own.id, &name);
+            if let Some(gone) = caches.forget(&own.tenant, &own.id, &name) {
+                book_storage(&own.app, own.tenant, &gone, own.app.clock().now());
+            }
             Extended::Gone
         }
         Answer { .. } => Extended::Unknown,
@@ -308,6 +324,8 @@ async fn extend(own: Own, name: String, ttl: Duration) -> Extended {
 
 /// What one of cachet's own calls got back.
 struct Answer {
+    /// The call's own request id.
+    request_id: String,
     /// `None`: no answer (connect error, timeout).
     status: Option<u16>,
     /// The cache, when the upstream accepted the call.
@@ -361,7 +379,46 @@ async fn own_call(own: &Own, call: Call, method: Method, path: &str, body: &Valu
         _ => Usage::default(),
     });
     app.telemetry().record_call(&ex, usage);
-    Answer { status, created }
+    Answer {
+        request_id: ex.request_id,
+        status,
+        created,
+    }
+}
+
+/// Books the storage of a cache that has ended at `end` (or at its expiry, if earlier): its
+/// tokens from creation until then, at the model's storage price (providers.md §3.4).
+pub(crate) fn book_storage(app: &AppState, tenant: Tenant, held: &Held, end: SystemTime) {
+    let end = end.min(held.live.expires);
+    let owner = &held.owner;
+    let rate = app
+        .telemetry()
+        .rates_for_tokens(&owner.model, held.created, held.tokens)
+        .and_then(|r| r.storage);
+    let nusd = match held.tokens {
+        0 => Some(0),
+        tokens => rate.map(|pico| storage_nusd(tokens, held.created, end, pico)),
+    };
+    let mut ex = Exchange::new(uuid::Uuid::now_v7().to_string(), Instant::now());
+    ex.call = Call::CacheStorage;
+    ex.caused_by = Some(owner.request_id.clone());
+    ex.upstream = Some(owner.upstream.clone());
+    ex.provider = Some(owner.provider);
+    ex.tenant = Some(tenant);
+    ex.endpoint = Some("cached_contents");
+    ex.model = Some(owner.model.clone());
+    ex.team = owner.team.clone();
+    ex.status = 200;
+    app.telemetry().record_storage(&ex, nusd);
+}
+
+/// Books the storage of every cache that has ended by `now` (`None`: every cache, to its
+/// expiry, at shutdown).
+pub(crate) fn book_ended(app: &AppState, now: Option<SystemTime>) {
+    let at = now.unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX >> 2));
+    for (tenant, held) in app.content_caches().take_ended(now) {
+        book_storage(app, tenant, &held, at);
+    }
 }
 
 /// `path` with the request's `key=` parameter, when the client authenticated with one.

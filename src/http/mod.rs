@@ -11,7 +11,7 @@
 //! upstream client enforces connect, first-byte and idle timeouts instead.
 
 mod admin;
-mod cached_content;
+pub(crate) mod cached_content;
 mod proxy;
 
 use std::any::Any;

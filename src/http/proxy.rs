@@ -284,8 +284,12 @@ async fn send(
             // The cache is gone (deleted, expired early, or not this key's): this attempt has
             // its own record, and the request goes again as the client sent it, rewritten
             // without the cache.
-            app.content_caches()
-                .forget(&referenced.tenant, &referenced.key, &referenced.name);
+            let gone =
+                app.content_caches()
+                    .forget(&referenced.tenant, &referenced.key, &referenced.name);
+            if let Some(gone) = gone {
+                cached_content::book_storage(app, referenced.tenant, &gone, app.clock().now());
+            }
             app.telemetry().record_call(ex, None);
             ex.caused_by = Some(ex.request_id.clone());
             ex.call = Call::Resend;

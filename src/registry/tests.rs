@@ -184,11 +184,26 @@ fn content_caches_are_per_tenant_expire_and_are_forgotten_by_name() {
     let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let (a, b) = (tenant("a"), tenant("b"));
     let key = PrefixKey([9; 32]);
-    let live = |name: &str, secs| Live {
-        name: name.into(),
-        expires: t0 + Duration::from_secs(secs),
+    let held = |name: &str, secs| Held {
+        live: Live {
+            name: name.into(),
+            expires: t0 + Duration::from_secs(secs),
+        },
+        tokens: 4000,
+        created: t0,
+        owner: Arc::new(Owner {
+            upstream: "gemini".into(),
+            provider: "gemini",
+            model: "gemini-2.5-flash".into(),
+            team: None,
+            request_id: format!("create-{name}"),
+        }),
     };
-    caches.insert(&a, &key, live("cachedContents/x", 600));
+    assert!(
+        caches
+            .insert(&a, &key, held("cachedContents/x", 600))
+            .is_none()
+    );
     assert_eq!(
         caches.get(&a, &key, t0).map(|l| l.name),
         Some("cachedContents/x".into())
@@ -200,12 +215,36 @@ fn content_caches_are_per_tenant_expire_and_are_forgotten_by_name() {
             .is_none(),
         "expired"
     );
-    caches.insert(&a, &key, live("cachedContents/y", 600));
+    // A replaced cache has ended: it comes back to be billed.
+    let replaced = caches.insert(&a, &key, held("cachedContents/y", 600));
+    assert_eq!(
+        replaced.map(|h| h.live.name),
+        Some("cachedContents/x".into())
+    );
     // A stale name does not drop the cache that replaced it.
-    caches.forget(&a, &key, "cachedContents/x");
+    assert!(caches.forget(&a, &key, "cachedContents/x").is_none());
     assert!(caches.get(&a, &key, t0).is_some());
-    caches.forget(&a, &key, "cachedContents/y");
+    caches.extend(&a, &key, "cachedContents/y", t0 + Duration::from_secs(900));
+    assert!(
+        caches
+            .get(&a, &key, t0 + Duration::from_secs(700))
+            .is_some(),
+        "extended"
+    );
+    let gone = caches.forget(&a, &key, "cachedContents/y");
+    assert_eq!(gone.map(|h| h.tokens), Some(4000));
     assert!(caches.get(&a, &key, t0).is_none());
+    // Expired caches stay until their storage is taken for billing.
+    caches.insert(&b, &key, held("cachedContents/z", 60));
+    assert!(
+        caches
+            .take_ended(Some(t0 + Duration::from_secs(59)))
+            .is_empty()
+    );
+    let ended = caches.take_ended(Some(t0 + Duration::from_secs(60)));
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].0, b);
+    assert!(caches.take_ended(None).is_empty());
     caches.refuse(&a, &key, t0 + Duration::from_secs(60));
     assert!(caches.is_refused(&a, &key, t0));
     assert!(!caches.is_refused(&b, &key, t0));

@@ -76,6 +76,9 @@ async fn ask_with(proxy: &TestProxy, mount: &str, key: &str, body: &str) -> Answ
     }
 }
 
+/// request_id, call, caused_by, storage_nusd, status.
+type LedgerRow = (String, String, Option<String>, Option<i64>, i64);
+
 async fn caches_of(sim: SocketAddr, key: &str) -> Vec<Value> {
     let r = client()
         .get(format!("http://{sim}/gemini/v1beta/cachedContents"))
@@ -170,6 +173,32 @@ async fn a_reused_document_is_cached_referenced_and_resent_when_the_cache_vanish
     // 8 client requests answered, 2 creates, and the one attempt that found the cache gone.
     assert_eq!(requests("200"), 10.0);
     assert_eq!(requests("404"), 1.0);
+
+    // The ledger: each create and the failed attempt are records of their own; the vanished
+    // cache's storage is booked when it ended, on the create that made it.
+    let ledger = proxy.state.telemetry().ledger().unwrap();
+    assert!(ledger.flush(std::time::Duration::from_secs(10)).await);
+    let cachet::ledger::Store::Sqlite(pool) = ledger.store() else {
+        panic!("test proxies keep their ledger in SQLite");
+    };
+    let rows: Vec<LedgerRow> = sqlx::query_as(
+        "SELECT request_id, call, caused_by, storage_nusd, status FROM ledger ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let of = |call: &str| rows.iter().filter(|r| r.1 == call).collect::<Vec<_>>();
+    let creates = of("cache_create");
+    assert_eq!(creates.len(), 2, "{rows:?}");
+    let storage = of("cache_storage");
+    assert_eq!(storage.len(), 1, "{rows:?}");
+    assert_eq!(storage[0].2.as_deref(), Some(creates[0].0.as_str()));
+    assert!(storage[0].3.unwrap() > 0, "{rows:?}");
+    assert_eq!(of("resend").len(), 1);
+    assert!(
+        rows.iter().any(|r| r.1 == "client" && r.4 == 404),
+        "the attempt that found the cache gone"
+    );
 }
 
 #[tokio::test]
