@@ -236,6 +236,19 @@ impl Exchange {
     }
 }
 
+/// What is observed of a call whose answer cachet read whole itself (or of none at all): it
+/// ended at `ended`, with `usage`.
+fn ended_now(ended: Instant, usage: Option<Usage>) -> Observed {
+    Observed {
+        outcome: Outcome::Complete,
+        usage,
+        tap_lost: false,
+        first_byte: None,
+        ended,
+        relay_overhead: Duration::ZERO,
+    }
+}
+
 /// What `record` works out besides the exchange.
 struct RecordFacts<'a> {
     observed: &'a Observed,
@@ -432,14 +445,7 @@ impl Telemetry {
     /// clients that left early).
     pub fn record_rejected(&self, ex: &Exchange, error_label: &'static str) {
         let ended = Instant::now();
-        let observed = Observed {
-            outcome: Outcome::Complete,
-            usage: None,
-            tap_lost: false,
-            first_byte: None,
-            ended,
-            relay_overhead: Duration::ZERO,
-        };
+        let observed = ended_now(ended, None);
         self.record(
             ex,
             &observed,
@@ -452,14 +458,7 @@ impl Telemetry {
     /// and extensions), with the usage it billed.
     pub fn record_call(&self, ex: &Exchange, usage: Option<Usage>) {
         let ended = Instant::now();
-        let observed = Observed {
-            outcome: Outcome::Complete,
-            usage,
-            tap_lost: false,
-            first_byte: None,
-            ended,
-            relay_overhead: Duration::ZERO,
-        };
+        let observed = ended_now(ended, usage);
         self.record(ex, &observed, Duration::ZERO, None);
     }
 
@@ -478,15 +477,7 @@ impl Telemetry {
             }
         }
         if let Some(ledger) = self.ledger.get() {
-            let now = Instant::now();
-            let observed = Observed {
-                outcome: Outcome::Complete,
-                usage: None,
-                tap_lost: false,
-                first_byte: None,
-                ended: now,
-                relay_overhead: Duration::ZERO,
-            };
+            let observed = ended_now(Instant::now(), None);
             let facts = RecordFacts {
                 observed: &observed,
                 overhead: Duration::ZERO,
