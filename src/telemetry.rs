@@ -16,7 +16,7 @@ use crate::config::{LogConfig, LogFormat};
 use crate::explain::{Explanation, Fingerprint};
 use crate::ledger::{Ledger, LedgerRecord};
 use crate::plan::CachePlan;
-use crate::pricing::{Cost, PriceTable, Rates};
+use crate::pricing::{Cost, ModelPrice, PriceTable, Rates};
 use crate::registry::Outcome as CacheOutcome;
 use crate::upstream::body::{Observed, Outcome};
 use crate::usage::Usage;
@@ -506,25 +506,9 @@ impl Telemetry {
         );
     }
 
-    /// Pricing rates of `model` on the day of `at`, for a prompt of `tokens` (tiers applied).
-    pub fn rates_for_tokens(
-        &self,
-        model: &str,
-        at: std::time::SystemTime,
-        tokens: u64,
-    ) -> Option<Rates> {
-        let price = self.prices.price_on(model, &crate::clock::utc_date(at))?;
-        Some(price.rates_for(tokens))
-    }
-
-    /// Pricing rates of `model` on the day of `now` and its minimum cacheable prompt.
-    pub fn rates_on(
-        &self,
-        model: &str,
-        now: std::time::SystemTime,
-    ) -> Option<(Rates, Option<u64>)> {
-        let price = self.prices.price_on(model, &crate::clock::utc_date(now))?;
-        Some((price.rates.clone(), price.min_cacheable_tokens))
+    /// The price row of `model` in force on the day of `at` (its rates, tiers and minimum).
+    pub fn price_on(&self, model: &str, at: std::time::SystemTime) -> Option<&ModelPrice> {
+        self.prices.price_on(model, &crate::clock::utc_date(at))
     }
 
     /// Records a request whose upstream body has ended (or was abandoned).

@@ -94,9 +94,10 @@ pub(super) fn decide(
     boundaries: &[Boundary],
 ) -> Decision {
     let now = app.clock().now();
-    let Some((rates, min)) = prompt.model.and_then(|m| app.telemetry().rates_on(m, now)) else {
+    let Some(price) = prompt.model.and_then(|m| app.telemetry().price_on(m, now)) else {
         return Decision::Nothing;
     };
+    let (rates, min) = (&price.rates, price.min_cacheable_tokens);
     let (Some(input), Some(read), Some(storage)) = (rates.input, rates.cache_read, rates.storage)
     else {
         return Decision::Nothing;
@@ -393,8 +394,8 @@ pub(crate) fn book_storage(app: &AppState, tenant: Tenant, held: &Held, end: Sys
     let owner = &held.owner;
     let rate = app
         .telemetry()
-        .rates_for_tokens(&owner.model, held.created, held.tokens)
-        .and_then(|r| r.storage);
+        .price_on(&owner.model, held.created)
+        .and_then(|p| p.rates_for(held.tokens).storage);
     let nusd = match held.tokens {
         0 => Some(0),
         tokens => rate.map(|pico| storage_nusd(tokens, held.created, end, pico)),
@@ -434,15 +435,20 @@ fn with_key(path: &str, query: Option<&str>) -> String {
     }
 }
 
+/// The statuses with which Gemini may answer a request whose cache is gone or not the
+/// caller's: the answer's body then tells (`vanished`).
+pub(super) fn may_have_vanished(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
+    )
+}
+
 /// Whether a Gemini error answer to a request that read a cache says the cache is gone or not
 /// the caller's: any 404 or 403, and a 400 about the cached content. Any other 400 is the
 /// client's own error, passed on as it came.
 pub(super) fn vanished(status: StatusCode, body: &[u8]) -> bool {
-    match status {
-        StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => true,
-        StatusCode::BAD_REQUEST => cache::about_the_cache(body),
-        _ => false,
-    }
+    may_have_vanished(status) && (status != StatusCode::BAD_REQUEST || cache::about_the_cache(body))
 }
 
 #[cfg(test)]

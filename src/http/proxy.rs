@@ -269,7 +269,7 @@ async fn send(
     drop(lead);
     if let (Some(referenced), Some((method, path_and_query, headers)), Some(route)) =
         (referenced, again, json_route)
-        && matches!(response.status().as_u16(), 400 | 403 | 404)
+        && cached_content::may_have_vanished(response.status())
     {
         // An error to a request that read a cache: read it to tell a vanished cache from the
         // client's own mistake.

@@ -4,9 +4,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::QueryBuilder;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Postgres, QueryBuilder, Sqlite};
 
 use super::LedgerRecord;
 
@@ -53,6 +53,19 @@ macro_rules! push_rows {
         })
     };
 }
+
+/// `$body` with `$pool` bound to whichever pool `$store` has: the statements are the same for
+/// both databases, and sqlx's bounds for a function generic over them are not worth their
+/// weight.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(super) use on_pool;
 
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -104,31 +117,19 @@ impl Store {
     /// Inserts `records` in one statement; a record already stored (same request id and
     /// call) is left as it is.
     pub async fn insert(&self, records: &[LedgerRecord]) -> Result<(), sqlx::Error> {
-        match self {
-            Store::Sqlite(pool) => {
-                let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO ledger ({COLUMNS}) "));
-                push_rows!(q, records);
-                q.push(" ON CONFLICT (request_id, call) DO NOTHING");
-                q.build().execute(pool).await?;
-            }
-            Store::Postgres(pool) => {
-                let mut q =
-                    QueryBuilder::<Postgres>::new(format!("INSERT INTO ledger ({COLUMNS}) "));
-                push_rows!(q, records);
-                q.push(" ON CONFLICT (request_id, call) DO NOTHING");
-                q.build().execute(pool).await?;
-            }
-        }
+        on_pool!(self, pool => {
+            let mut q = QueryBuilder::new(format!("INSERT INTO ledger ({COLUMNS}) "));
+            push_rows!(q, records);
+            q.push(" ON CONFLICT (request_id, call) DO NOTHING");
+            q.build().execute(pool).await?;
+        });
         Ok(())
     }
 
     /// Records stored (tests, tools).
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
         let sql = "SELECT COUNT(*) FROM ledger";
-        match self {
-            Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        }
+        on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)
     }
 }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::Store;
+use super::store::on_pool;
 
 /// What rows are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,24 +160,14 @@ impl Store {
             p1 = if postgres { "$1" } else { "?" },
             p2 = if postgres { "$2" } else { "?" },
         );
-        let rows: Vec<UsageRow> = match self {
-            Store::Sqlite(pool) => sqlx::query(&sql)
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| usage_row!(r))
-                .collect(),
-            Store::Postgres(pool) => sqlx::query(&sql)
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| usage_row!(r))
-                .collect(),
-        };
+        let rows: Vec<UsageRow> = on_pool!(self, pool => sqlx::query(&sql)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| usage_row!(r))
+            .collect());
         let mut totals = UsageRow {
             key: "total".into(),
             ..UsageRow::default()

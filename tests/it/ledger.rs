@@ -25,13 +25,13 @@ async fn postgres_url(name: &str) -> String {
 }
 
 /// Sends an Anthropic request (streamed or not) and returns its request id and usage.
-async fn claude(proxy: &TestProxy, mount: &str, stream: bool) -> (String, Value) {
+async fn claude(proxy: &TestProxy, mount: &str, team: &str, stream: bool) -> (String, Value) {
     let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 20, "stream": stream,
         "system": "Answer briefly.", "messages": [{"role": "user", "content": "Hello there"}]});
     let r = client()
         .post(proxy.url(&format!("/{mount}/v1/messages")))
         .header("x-api-key", "k-ledger")
-        .header("x-cachet-team", "search")
+        .header("x-cachet-team", team)
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
@@ -75,8 +75,8 @@ async fn records_match_the_calls(url: &str, mount: &str) {
     ))
     .await;
     let calls = [
-        claude(&proxy, mount, false).await,
-        claude(&proxy, mount, true).await,
+        claude(&proxy, mount, "search", false).await,
+        claude(&proxy, mount, "search", true).await,
     ];
     let metrics = metrics_of(&proxy).await;
     assert_eq!(metric(&metrics, "cachet_ledger_dropped_total"), Some(0.0));
@@ -194,21 +194,8 @@ async fn usage_groups_what_the_ledger_holds(url: &str, mount: &str) {
          [[upstreams]]\nname = \"{mount}\"\nprovider = \"anthropic\"\nbase_url = \"http://{sim}/anthropic\"\n"
     ))
     .await;
-    let mut sent = Vec::new();
     for (team, stream) in [("search", false), ("ads", true), ("search", true)] {
-        let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 20, "stream": stream,
-            "messages": [{"role": "user", "content": format!("Hello from {team}")}]});
-        let r = client()
-            .post(proxy.url(&format!("/{mount}/v1/messages")))
-            .header("x-api-key", "k-usage")
-            .header("x-cachet-team", team)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.bytes().await.unwrap();
-        sent.push(team);
+        claude(&proxy, mount, team, stream).await;
     }
     // Written within the flush interval.
     let mut usage = Value::Null;
