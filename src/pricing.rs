@@ -229,10 +229,6 @@ impl PriceTable {
             .rev()
             .find(|p| p.effective_from.as_str() <= date)
     }
-
-    pub fn price_now(&self, model: &str) -> Option<&ModelPrice> {
-        self.price_on(model, &today())
-    }
 }
 
 impl ModelPrice {
@@ -301,11 +297,6 @@ pub fn storage_nusd(tokens: u64, created: SystemTime, ended: SystemTime, storage
     let pico_micro_hours = u128::from(tokens) * u128::from(storage_pico) * micros;
     let nano = (pico_micro_hours + 1_800_000_000_000) / 3_600_000_000_000;
     u64::try_from(nano).unwrap_or(u64::MAX)
-}
-
-/// Today's UTC date as `YYYY-MM-DD`.
-pub fn today() -> String {
-    crate::clock::utc_date(SystemTime::now())
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ impl AppState {
             config,
             by_mount,
             upstream,
-            telemetry: Telemetry::new(prices),
+            telemetry: Telemetry::new(prices, clock.clone()),
             metrics: telemetry::metrics_handle(),
             draining: AtomicBool::new(false),
             tenant_secret,

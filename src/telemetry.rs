@@ -5,13 +5,14 @@
 //! HTTP code. Prompt text and credentials never reach a log line or a label.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::config::{LogConfig, LogFormat};
 use crate::explain::{Explanation, Fingerprint};
 use crate::ledger::{Ledger, LedgerRecord};
@@ -263,15 +264,11 @@ impl Telemetry {
     fn ledger_record(&self, ex: &Exchange, facts: &RecordFacts<'_>) -> LedgerRecord {
         let observed = facts.observed;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let outcome = match (facts.error, observed.outcome) {
-            (Some("client_closed"), _) | (None, Outcome::Cancelled) => "cancelled",
-            (Some(_), _) => "proxy_error",
-            (None, Outcome::UpstreamError) => "upstream_error",
-            (None, Outcome::Complete) if (200..300).contains(&ex.status) => "ok",
-            (None, Outcome::Complete) => "upstream_error",
-        };
+        let outcome = outcome_of(ex, facts.error, observed);
         let nusd = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
-        let at_ms = std::time::SystemTime::now()
+        let at_ms = self
+            .clock
+            .now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         LedgerRecord {
@@ -289,9 +286,7 @@ impl Telemetry {
             stream: ex.stream,
             status: ex.status,
             outcome,
-            usage_complete: observed.usage.is_some()
-                && !observed.tap_lost
-                && observed.outcome == Outcome::Complete,
+            usage_complete: usage_complete(ex, observed, outcome),
             usage: observed.usage.unwrap_or_default(),
             cost_nusd: nusd(facts.cost.actual),
             cost_uncached_nusd: nusd(facts.cost.uncached),
@@ -314,6 +309,32 @@ impl Telemetry {
                 .map(|f| ms(f.duration_since(ex.received))),
             overhead_ms: ms(facts.overhead),
         }
+    }
+}
+
+/// How a call ended, as the ledger names it.
+fn outcome_of(ex: &Exchange, error: Option<&'static str>, observed: &Observed) -> &'static str {
+    match (error, observed.outcome) {
+        (Some("client_closed"), _) | (None, Outcome::Cancelled) => "cancelled",
+        (Some(_), _) => "proxy_error",
+        (None, Outcome::UpstreamError) => "upstream_error",
+        (None, Outcome::Complete) if (200..300).contains(&ex.status) => "ok",
+        (None, Outcome::Complete) => "upstream_error",
+    }
+}
+
+/// Whether a record's usage is all the provider will bill for the call. A call that never
+/// reached the upstream, and an error the upstream answered whole, bill nothing. A call the
+/// client cancelled (or cachet gave up on) after sending may have been billed for more than was
+/// reported; so may a success whose usage never came, or whose stream broke.
+fn usage_complete(ex: &Exchange, observed: &Observed, outcome: &str) -> bool {
+    match (outcome, observed.outcome) {
+        ("cancelled" | "proxy_error", _) => ex.sent.is_none(),
+        (_, Outcome::Complete) => {
+            let billable = (200..300).contains(&ex.status) && ex.endpoint.is_some();
+            !observed.tap_lost && (observed.usage.is_some() || !billable)
+        }
+        _ => false,
     }
 }
 
@@ -351,6 +372,8 @@ pub struct Totals {
 
 pub struct Telemetry {
     prices: PriceTable,
+    /// The proxy's clock: records are dated, and priced, by it.
+    clock: Arc<Clock>,
     /// Where records go, once the server has opened the store.
     ledger: OnceLock<Ledger>,
     /// This process, in its records.
@@ -365,9 +388,10 @@ pub struct Telemetry {
 const RECENT_MISSES: usize = 256;
 
 impl Telemetry {
-    pub fn new(prices: PriceTable) -> Self {
+    pub fn new(prices: PriceTable, clock: Arc<Clock>) -> Self {
         Self {
             prices,
+            clock,
             ledger: OnceLock::new(),
             instance_id: instance_id(),
             totals: Mutex::new(BTreeMap::new()),
@@ -386,7 +410,7 @@ impl Telemetry {
 
     /// The model's minimum cacheable prompt from the price table, in provider tokens.
     pub fn min_cacheable_tokens(&self, model: &str) -> Option<u64> {
-        self.prices.price_now(model)?.min_cacheable_tokens
+        self.price_on(model, self.clock.now())?.min_cacheable_tokens
     }
 
     pub fn recent_misses(&self) -> Vec<(String, Explanation)> {
@@ -554,7 +578,7 @@ impl Telemetry {
         let canonical = ex.model.as_deref().and_then(|m| self.prices.canonical(m));
         let model = canonical.map_or(OTHER, label);
         let status = status_label(ex.status);
-        let price = canonical.and_then(|c| self.prices.price_now(c));
+        let price = canonical.and_then(|c| self.price_on(c, self.clock.now()));
         let mut cost = match (usage, price) {
             (Some(u), Some(price)) => price.cost(&u),
             (Some(_), None) => Cost::default(),
@@ -626,7 +650,7 @@ impl Telemetry {
             status = ex.status,
             outcome = error.unwrap_or(outcome.as_str()),
             usage = usage.is_some(),
-            usage_complete = !observed.tap_lost && outcome == Outcome::Complete,
+            usage_complete = usage_complete(ex, observed, outcome_of(ex, error, observed)),
             input_uncached = u.input_uncached,
             cache_read = u.cache_read,
             cache_write = u.cache_write(),

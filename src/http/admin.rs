@@ -40,10 +40,16 @@ async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&app, &headers) {
         return ProxyError::Unauthorized.into_response_in(Dialect::OpenAi);
     }
+    let text = metrics_text(&app);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// What `/metrics` serves, in Prometheus text format.
+pub fn metrics_text(app: &AppState) -> String {
     app.metrics().run_upkeep();
     let mut text = app.metrics().render();
     text.push_str(&app.telemetry().render_costs());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    text
 }
 
 #[derive(Debug, Deserialize)]

@@ -256,7 +256,8 @@ async fn create(own: Own, body: Value) -> Option<String> {
                     expires: created.expires,
                 },
                 tokens: created.tokens,
-                created: now,
+                // Storage is billed from the provider's own creation time.
+                created: created.created.unwrap_or(now),
                 owner: Arc::new(Owner {
                     upstream: own.upstream.name.clone(),
                     provider: own.upstream.provider.as_str(),
@@ -372,9 +373,11 @@ async fn own_call(own: &Own, call: Call, method: Method, path: &str, body: &Valu
             (None, None)
         }
     };
+    // A create writes its tokens to the cache, billed at the input price (`cache_write_5m`
+    // is the input price for Gemini); an extension bills no tokens.
     let usage = created.as_ref().map(|c| match call {
         Call::CacheCreate => Usage {
-            input_uncached: c.tokens,
+            cache_write_5m: c.tokens,
             ..Usage::default()
         },
         _ => Usage::default(),

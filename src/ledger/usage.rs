@@ -184,3 +184,75 @@ impl Store {
         })
     }
 }
+
+/// The whole ledger over a range, for reconciling it with a provider's bill: every token kind
+/// (writes by TTL), money over the records whose costs are known, and how many records are
+/// unpriced, cancelled, or say their usage is incomplete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub records: i64,
+    pub usage: crate::usage::Usage,
+    pub cost_nusd: i64,
+    pub cost_uncached_nusd: i64,
+    pub storage_nusd: i64,
+    pub unpriced: i64,
+    pub cancelled: i64,
+    pub incomplete: i64,
+}
+
+/// A `Summary` from the result row of either database.
+macro_rules! summary_row {
+    ($r:expr) => {{
+        let int = |column: &str| $r.try_get::<i64, _>(column).unwrap_or_default();
+        let count = |column: &str| u64::try_from(int(column)).unwrap_or_default();
+        Summary {
+            records: int("records"),
+            usage: crate::usage::Usage {
+                input_uncached: count("iu"),
+                cache_read: count("cr"),
+                cache_write_5m: count("w5"),
+                cache_write_1h: count("w1"),
+                output: count("out"),
+            },
+            cost_nusd: int("cost"),
+            cost_uncached_nusd: int("unc"),
+            storage_nusd: int("storage"),
+            unpriced: int("unpriced"),
+            cancelled: int("cancelled"),
+            incomplete: int("incomplete"),
+        }
+    }};
+}
+
+impl Store {
+    /// The [`Summary`] of the records with `from ≤ at_ms < to`.
+    pub async fn summary(&self, from: i64, to: i64) -> Result<Summary, sqlx::Error> {
+        let postgres = matches!(self, Store::Postgres(_));
+        let sql = format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS records, \
+             CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
+             CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
+             CAST(COALESCE(SUM(cache_write_5m), 0) AS BIGINT) AS w5, \
+             CAST(COALESCE(SUM(cache_write_1h), 0) AS BIGINT) AS w1, \
+             CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
+             CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
+                AS BIGINT) AS cost, \
+             CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN cost_uncached_nusd END), 0) \
+                AS BIGINT) AS unc, \
+             CAST(COALESCE(SUM(storage_nusd), 0) AS BIGINT) AS storage, \
+             CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NULL OR cost_uncached_nusd IS NULL \
+                THEN 1 ELSE 0 END), 0) AS BIGINT) AS unpriced, \
+             CAST(COALESCE(SUM(CASE WHEN outcome = 'cancelled' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                AS cancelled, \
+             CAST(COALESCE(SUM(CASE WHEN usage_complete THEN 0 ELSE 1 END), 0) AS BIGINT) \
+                AS incomplete \
+             FROM ledger WHERE at_ms >= {p1} AND at_ms < {p2}",
+            p1 = if postgres { "$1" } else { "?" },
+            p2 = if postgres { "$2" } else { "?" },
+        );
+        Ok(on_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(from).bind(to).fetch_one(pool).await?;
+            summary_row!(row)
+        }))
+    }
+}

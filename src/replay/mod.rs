@@ -7,6 +7,7 @@
 //! - `oracle`: the most any cache placement could save, on the context-first layout;
 //! - `report`: the table and its JSON.
 
+pub mod audit;
 pub mod oracle;
 pub mod report;
 pub mod rng;
@@ -74,10 +75,29 @@ pub async fn run_cli(options: Options) -> anyhow::Result<()> {
     } else {
         println!();
         print!("{}", report::table(&reports));
+        println!();
+        print!("{}", report::audit_table(&reports));
         if options.faults.is_some() {
             println!();
             print!("{}", report::fault_table(&reports));
         }
+    }
+    // Injected faults (resets, evictions) leave the provider's books and the proxy's views of
+    // them apart by design; without faults they must agree exactly.
+    if options.faults.is_none() {
+        let disagreeing: Vec<String> = reports
+            .iter()
+            .flat_map(|r| r.routes.iter().map(move |(_, result)| (r, result)))
+            .filter_map(|(r, result)| {
+                let d = result.audit.as_ref()?.disagreements();
+                (!d.is_empty()).then(|| format!("{} {}: {}", r.name, r.provider, d.join("; ")))
+            })
+            .collect();
+        anyhow::ensure!(
+            disagreeing.is_empty(),
+            "the cachet route's ledger, /metrics and the simulator's bill disagree:\n{}",
+            disagreeing.join("\n")
+        );
     }
     if options.faults.is_some() {
         let unexplained: u64 = reports

@@ -106,6 +106,12 @@ impl WorkloadReport {
                     "uncached_nusd": self.baseline(),
                     "saved_nusd": self.saved(r),
                     "efficiency": self.efficiency(r),
+                    "cancelled_streams": r.cancelled,
+                    "audit": r.audit.as_ref().map(|a| {
+                        let mut audit = json!(a);
+                        audit["disagreements"] = json!(a.disagreements());
+                        audit
+                    }),
                 })
             })
             .collect();
@@ -197,6 +203,58 @@ fn tally(t: &crate::sim::Tally) -> String {
     } else {
         parts.join(" ")
     }
+}
+
+/// The books of each cachet route: its ledger, `/metrics` and what the simulator reported,
+/// and whether they agree.
+pub fn audit_table(reports: &[WorkloadReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "books of the cachet route: ledger = /metrics = what the simulator reported"
+    );
+    for report in reports {
+        for (_, r) in report
+            .routes
+            .iter()
+            .filter(|(route, _)| *route == Route::Cachet)
+        {
+            let Some(a) = &r.audit else {
+                continue;
+            };
+            let u = &a.ledger.usage;
+            let verdict = match a.disagreements() {
+                d if d.is_empty() => "agree".to_owned(),
+                d => format!("DISAGREE: {}", d.join("; ")),
+            };
+            let _ = writeln!(
+                out,
+                "{:<9} {:<9} {:>5} records {:>10} in {:>10} read {:>9} write {:>7} out  ${:.6}                   cancelled {} (incomplete {})  unpriced {}  dropped {}  {}",
+                report.name,
+                report.provider,
+                a.records,
+                u.input_uncached,
+                u.cache_read,
+                u.cache_write(),
+                u.output,
+                a.ledger.cost_nusd as f64 / 1e9,
+                a.cancelled,
+                a.incomplete,
+                a.unpriced,
+                a.dropped,
+                verdict,
+            );
+            let gap = a.untold;
+            if gap != crate::usage::Usage::default() {
+                let _ = writeln!(
+                    out,
+                    "{:<19} billed but never reported (cut streams): {} in, {} read, {} out",
+                    "", gap.input_uncached, gap.cache_read, gap.output
+                );
+            }
+        }
+    }
+    out
 }
 
 fn usd(nusd: Option<i64>) -> String {

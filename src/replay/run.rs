@@ -33,6 +33,7 @@ use anyhow::Context;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
+use super::audit::{self, Audit, Books};
 use super::workload::{Provider, Request, Workload};
 use crate::clock::{Clock, parse_rfc3339, utc_date};
 use crate::config::Config;
@@ -89,6 +90,10 @@ pub struct RouteResult {
     pub output_nusd: Option<u64>,
     /// Replica pools: what each replica served.
     pub replicas: Vec<ReplicaLoad>,
+    /// Streams the client cancelled after their first event.
+    pub cancelled: u64,
+    /// The cachet route: its ledger and `/metrics` held against what the simulator reported.
+    pub audit: Option<Audit>,
 }
 
 pub fn t0() -> SystemTime {
@@ -110,6 +115,8 @@ pub enum Outcome {
 pub struct Answer {
     pub outcome: Outcome,
     pub proxy_error: bool,
+    /// The client cancelled the stream after its first event, as planned.
+    pub cancelled: bool,
 }
 
 impl RouteResult {
@@ -127,6 +134,7 @@ impl RouteResult {
             }
         }
         self.proxy_errors += u64::from(answer.proxy_error);
+        self.cancelled += u64::from(answer.cancelled);
     }
 
     /// Requests that succeeded.
@@ -177,13 +185,16 @@ pub async fn replay_with(
     let sim_server = axum::serve(server::nodelay(sim_listener), sim::build(sim.clone()));
     let sim_task = Abort(tokio::spawn(async move { sim_server.await }));
 
-    let (base, _proxy) = match route {
+    let (base, proxy) = match route {
         Route::Cachet => {
             let proxy = Proxy::start(&format!("http://{sim_addr}"), clock.clone()).await?;
             (format!("http://{}", proxy.addr), Some(proxy))
         }
         Route::Direct | Route::Fixed => (format!("http://{sim_addr}"), None),
     };
+    let metrics_before = proxy
+        .as_ref()
+        .map(|p| audit::metrics_books(&crate::http::metrics_text(&p.state)));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -217,15 +228,20 @@ pub async fn replay_with(
     };
     for group in unheld.chunk_by(|a, b| a.t == b.t) {
         clock.set(t0() + Duration::from_secs_f64(group[0].t.max(0.0)));
+        let shaped: Vec<(Request, Shape)> = group
+            .iter()
+            .enumerate()
+            .map(|(i, request)| shape(workload.provider, request, index + i))
+            .collect();
         let mut sends = Vec::with_capacity(group.len());
-        for request in group {
+        for (request, how) in &shaped {
             let target = target(workload.provider, route, &base, request, index);
             index += 1;
             let body = match route {
                 Route::Fixed => fixed.apply(&client, &base, workload, request).await,
                 Route::Direct | Route::Cachet => request.body.clone(),
             };
-            sends.push(send(&client, target, request, body, &injected));
+            sends.push(send(&client, target, request, body, &injected, *how));
         }
         for answer in join_all(sends).await {
             result.count(answer);
@@ -233,6 +249,10 @@ pub async fn replay_with(
         progress.advance(group.len());
     }
     progress.finish();
+    settle_cancelled(&sim, result.cancelled).await;
+    if let (Some(proxy), Some(before)) = (proxy, metrics_before) {
+        result.audit = Some(proxy.audit(&sim, before).await?);
+    }
     sim.settle();
     result.cost_nusd = Some(0);
     result.uncached_nusd = Some(0);
@@ -283,7 +303,8 @@ impl Pool<'_> {
             let injected = self.injected.clone();
             tokio::spawn(async move {
                 let body = request.body.clone();
-                let _ = done.send(send(&client, url, &request, body, &injected).await);
+                let answer = send(&client, url, &request, body, &injected, Shape::Whole).await;
+                let _ = done.send(answer);
             });
             // The next request waits until this one has reached its replica (or has failed
             // on the way), so arrivals keep the trace's order.
@@ -339,6 +360,61 @@ fn target(provider: Provider, route: Route, base: &str, request: &Request, index
     format!("{base}/{}{}", request.upstream, request.path)
 }
 
+/// How the replay's client sends a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Whole,
+    Stream,
+    /// Streamed, and cancelled by the client after the first event.
+    Cancel,
+}
+
+/// Every fourth request of a chat dialect is streamed, and every third of those is cancelled by
+/// its client after the first event (a user pressing stop), so that the books are held to
+/// streams and cancelled streams too. Every route sends the same shapes. A pool's replies are
+/// held by the simulator's gate, so pools are sent whole.
+pub fn shape(provider: Provider, request: &Request, index: usize) -> (Request, Shape) {
+    let how = match index % 12 {
+        5 => Shape::Cancel,
+        1 | 9 => Shape::Stream,
+        _ => Shape::Whole,
+    };
+    if how == Shape::Whole || provider == Provider::Vllm {
+        return (request.clone(), Shape::Whole);
+    }
+    let mut request = request.clone();
+    match provider {
+        Provider::Gemini => {
+            request.path = request
+                .path
+                .replace(":generateContent", ":streamGenerateContent?alt=sse");
+        }
+        Provider::Anthropic | Provider::OpenAi | Provider::DeepSeek | Provider::Vllm => {
+            if let Some(body) = request.body.as_object_mut() {
+                body.insert("stream".into(), Value::Bool(true));
+            }
+        }
+    }
+    (request, how)
+}
+
+/// Waits (a few seconds at most) until the simulator has seen every cancelled stream's client
+/// go away: a cut is booked when the connection closes, after the client has moved on.
+async fn settle_cancelled(sim: &Sim, cancelled: u64) {
+    let cut = || -> u64 {
+        sim.accounts()
+            .iter()
+            .map(|(_, _, a)| a.told.cut_streams)
+            .sum()
+    };
+    for _ in 0..500 {
+        if cut() >= cancelled {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A consistent hash of a request's first content block (the first text part of its first
 /// message): the baseline pool router.
 fn first_block_hash(body: &Value) -> u64 {
@@ -383,14 +459,21 @@ async fn send(
     request: &Request,
     body: Value,
     injected: &Injected,
+    how: Shape,
 ) -> Answer {
     let unexplained = Answer {
         outcome: Outcome::Unexplained,
         proxy_error: false,
+        cancelled: false,
     };
     let mut builder = client.post(url).header("content-type", "application/json");
     for (name, value) in &request.headers {
         builder = builder.header(name, value);
+    }
+    if how == Shape::Cancel {
+        // The simulator sends one event and waits, as a slow generation would: the cut then
+        // falls at the same event whatever the timing.
+        builder = builder.header(sim::HANG_AFTER_HEADER, "1");
     }
     let Ok(bytes) = serde_json::to_vec(&body) else {
         return unexplained;
@@ -407,6 +490,23 @@ async fn send(
         .unwrap_or_default()
         .to_owned();
     let kinds: Vec<&str> = kinds.split(',').map(str::trim).collect();
+    if how == Shape::Cancel && status.is_success() {
+        let mut res = res;
+        let first = res.chunk().await;
+        // Dropping the response closes the connection: the user pressed stop.
+        drop(res);
+        let cancelled = matches!(first, Ok(Some(_)));
+        let outcome = match () {
+            _ if cancelled => Outcome::Ok,
+            _ if injected.explains(status, false, &kinds) => Outcome::Injected,
+            _ => Outcome::Unexplained,
+        };
+        return Answer {
+            outcome,
+            proxy_error,
+            cancelled,
+        };
+    }
     let body_ok = res.bytes().await.is_ok();
     let outcome = match () {
         _ if status.is_success() && body_ok => Outcome::Ok,
@@ -416,6 +516,7 @@ async fn send(
     Answer {
         outcome,
         proxy_error,
+        cancelled: false,
     }
 }
 
@@ -570,6 +671,7 @@ fn mark_last(content: &mut Value, marker: &Value) {
 /// on the replay's virtual clock.
 struct Proxy {
     addr: std::net::SocketAddr,
+    state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -630,13 +732,54 @@ base_urls = ["http://vllm-0.internal:8000"]
         let listener = server::bind("127.0.0.1:0".parse()?).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(state, listener, None, async move {
+        let task = tokio::spawn(server::serve(state.clone(), listener, None, async move {
             let _ = stopped.await;
         }));
         Ok(Proxy {
             addr,
+            state,
             stop: Some(stop),
             task,
+        })
+    }
+
+    /// Stops the proxy as an operator would (its ledger flushed, its Gemini caches' storage
+    /// booked to expiry), then holds its books against what the simulator told its clients.
+    async fn audit(mut self, sim: &Sim, metrics_before: (Books, u64)) -> anyhow::Result<Audit> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .context("the replay's proxy")?
+            .context("the replay's proxy")?;
+        sim.settle();
+        let (metrics_after, dropped_after) =
+            audit::metrics_books(&crate::http::metrics_text(&self.state));
+        let ledger = self
+            .state
+            .telemetry()
+            .ledger()
+            .context("the replay's proxy has no ledger")?;
+        let summary = ledger.store().summary(i64::MIN, i64::MAX).await?;
+        let (told, told_unpriced, cut_streams, untold) = Audit::told_from(&sim.accounts());
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(Audit {
+            ledger: Books {
+                usage: summary.usage,
+                cost_nusd: count(summary.cost_nusd),
+                cost_uncached_nusd: count(summary.cost_uncached_nusd),
+            },
+            metrics: audit::books_since(metrics_after, metrics_before.0),
+            told,
+            records: count(summary.records),
+            unpriced: count(summary.unpriced),
+            cancelled: count(summary.cancelled),
+            incomplete: count(summary.incomplete),
+            told_unpriced,
+            cut_streams,
+            dropped: dropped_after.saturating_sub(metrics_before.1),
+            untold,
         })
     }
 }

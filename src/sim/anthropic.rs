@@ -20,8 +20,8 @@ use super::Sim;
 use super::prompt::{Content, Kind, Piece, SimPrompt, Ttl};
 use super::reply::Reply;
 use super::wire::{
-    Dialect, Meter, SSE, SimError, api_key, ok_json, parse_object, require_messages, require_str,
-    sse_event, stream_response, wants_stream,
+    Chunk, Dialect, Meter, SSE, SimError, api_key, ok_json, parse_object, require_messages,
+    require_str, sse_event, stream_response, wants_stream,
 };
 use crate::usage::Usage;
 
@@ -66,15 +66,11 @@ async fn messages(
         usage,
         reply: Reply::new(model, prompt.tokens(), Some(max_tokens)),
     };
-    let meter = Meter {
-        sim: sim.clone(),
-        key,
-        model: model.to_owned(),
-    };
+    let meter = Meter::new(sim.clone(), key, model, &headers);
     if wants_stream(&req) {
         Ok(stream_response(SSE, message.events(), meter))
     } else {
-        meter.bill(message.reply.output_tokens);
+        meter.whole(message.told(message.reply.output_tokens));
         Ok(ok_json(&message.json()))
     }
 }
@@ -257,8 +253,17 @@ impl Message<'_> {
         )
     }
 
-    /// The SSE events, each with the output tokens it delivers (one per text delta).
-    fn events(&self) -> Vec<(Bytes, u64)> {
+    /// The usage a `usage` object with `output_tokens` tells.
+    fn told(&self, output_tokens: u64) -> Usage {
+        Usage {
+            output: output_tokens,
+            ..self.usage
+        }
+    }
+
+    /// The SSE events, each with the output tokens it delivers (one per text delta) and the
+    /// usage it reports (message_start and message_delta).
+    fn events(&self) -> Vec<Chunk> {
         // message_start's output_tokens is a placeholder; the docs show 1.
         let start = self.envelope(json!([]), Value::Null, self.usage(1));
         let mut events = vec![
@@ -303,7 +308,12 @@ impl Message<'_> {
             .iter()
             .map(|(name, data)| {
                 let tokens = u64::from(*name == "content_block_delta");
-                (sse_event(Some(name), data, "\n"), tokens)
+                let reports = match *name {
+                    "message_start" => Some(self.told(1)),
+                    "message_delta" => Some(self.told(self.reply.output_tokens)),
+                    _ => None,
+                };
+                Chunk::new(sse_event(Some(name), data, "\n"), tokens, reports)
             })
             .collect()
     }

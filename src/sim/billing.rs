@@ -2,6 +2,13 @@
 //! storage booked, and the cache state, as `GET /__sim/stats` reports it. Prices and minimums
 //! come from the same `config/prices.toml` the proxy reads, at the simulator clock's date.
 //!
+//! Besides what it billed, each account keeps what the simulator *told* its clients: the usage in
+//! the last usage-bearing event each response handed over (a whole body's usage, a stream's
+//! latest running total), priced once per response as a client would price it. For every
+//! response handed over whole the two agree; a stream cut short has been billed for output it
+//! never reported (and, in dialects that report usage only at the end, for input too). That is
+//! the yardstick a proxy's ledger can be held to exactly (`cachet replay`'s audit).
+//!
 //! API keys are reported by fingerprint (`key_fp`: the first 12 hex digits of their blake3), so
 //! the stats never echo a credential.
 
@@ -35,6 +42,41 @@ pub struct Account {
     pub output_nusd: Option<u64>,
     /// Gemini explicit cache storage booked so far (caches that have ended).
     pub storage_nusd: Option<u64>,
+    /// What the responses told their clients.
+    pub told: Told,
+}
+
+/// The usage the simulator's responses reported to their clients, and its price.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Told {
+    /// Responses (and cache creates) that reported usage.
+    pub responses: u64,
+    /// Streams whose client went away before their last event.
+    pub cut_streams: u64,
+    pub input_uncached: u64,
+    pub cache_read: u64,
+    pub cache_write_5m: u64,
+    pub cache_write_1h: u64,
+    pub output: u64,
+    /// The reported usage priced once per response (`ModelPrice::cost`), nano-USD, over the
+    /// responses whose price is known.
+    pub nusd: u64,
+    /// The same tokens with all input billed as uncached input; 0 for a cache create, which
+    /// would not happen without caching.
+    pub uncached_nusd: u64,
+    /// Responses whose cost is unknown (the price table lacks a price they need).
+    pub unpriced: u64,
+}
+
+/// What one response told its client, booked when the response is dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The latest usage reported (`None`: none was).
+    pub usage: Option<Usage>,
+    /// A cache create: nothing to compare it with when nothing is cached.
+    pub cache_create: bool,
+    /// A stream whose client went away before its last event.
+    pub cut: bool,
 }
 
 #[derive(Default)]
@@ -100,6 +142,45 @@ impl Ledger {
         let account = self.account(key, model);
         account.output += tokens;
         add(&mut account.output_nusd, nano(&[(tokens, rates.output)]));
+    }
+
+    /// Books what one response told its client (its usage priced as the client would price
+    /// it: once, at the response's date).
+    pub fn told(
+        &mut self,
+        prices: &PriceTable,
+        key: &str,
+        model: &str,
+        report: Report,
+        at: SystemTime,
+    ) {
+        let told = &mut self.account(key, model).told;
+        told.cut_streams += u64::from(report.cut);
+        let Some(usage) = report.usage else {
+            return;
+        };
+        told.responses += 1;
+        told.input_uncached += usage.input_uncached;
+        told.cache_read += usage.cache_read;
+        told.cache_write_5m += usage.cache_write_5m;
+        told.cache_write_1h += usage.cache_write_1h;
+        told.output += usage.output;
+        let cost = prices
+            .price_on(model, &utc_date(at))
+            .map(|p| p.cost(&usage))
+            .unwrap_or_default();
+        let uncached = if report.cache_create {
+            Some(0)
+        } else {
+            cost.uncached
+        };
+        match (cost.actual, uncached) {
+            (Some(actual), Some(uncached)) => {
+                told.nusd += actual;
+                told.uncached_nusd += uncached;
+            }
+            _ => told.unpriced += 1,
+        }
     }
 
     /// Books a Gemini cache's storage when it ends (deleted or expired).

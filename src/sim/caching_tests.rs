@@ -288,9 +288,100 @@ async fn a_cancelled_stream_bills_only_the_output_sent() {
     }
     drop(body);
     let stats = sim.stats();
+    let mine = account(&stats, "sk-cancel", "claude-sonnet-4-6");
+    assert_eq!(mine["output"], 2);
+    // What the client was told: message_start's input side and its placeholder output of 1.
+    let told = &mine["told"];
     assert_eq!(
-        account(&stats, "sk-cancel", "claude-sonnet-4-6")["output"],
-        2
+        (told["responses"].as_u64(), told["cut_streams"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(told["input_uncached"], mine["input_uncached"]);
+    assert_eq!(told["output"], 1);
+}
+
+/// Frames of a streamed response until it ends (`None`) or stalls for `wait`.
+async fn frames_within(body: &mut axum::body::Body, wait: Duration) -> (usize, bool) {
+    let mut frames = 0;
+    loop {
+        match tokio::time::timeout(wait, body.frame()).await {
+            Ok(Some(frame)) => {
+                frame.unwrap();
+                frames += 1;
+            }
+            Ok(None) => return (frames, true),
+            Err(_) => return (frames, false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn what_each_response_told_is_booked_once_and_a_hung_stream_waits_for_its_client() {
+    let (sim, app) = sim(0);
+    let send = |stream: bool, hang: Option<&str>| {
+        let req = json!({"model": "claude-sonnet-4-6", "max_tokens": 50, "stream": stream,
+            "messages": [{"role": "user", "content": "hello there"}]});
+        let mut request = axum::http::Request::builder()
+            .method("POST")
+            .uri(A)
+            .header("x-api-key", "sk-told");
+        if let Some(n) = hang {
+            request = request.header(super::wire::HANG_AFTER_HEADER, n);
+        }
+        let request = request
+            .body(axum::body::Body::from(req.to_string()))
+            .unwrap();
+        tower::ServiceExt::oneshot(app.clone(), request)
+    };
+    // Whole answers and complete streams tell exactly what they bill.
+    json_of(
+        &call(
+            &app,
+            "POST",
+            A,
+            &[("x-api-key", "sk-told")],
+            &json!({"model": "claude-sonnet-4-6",
+        "max_tokens": 50, "messages": [{"role": "user", "content": "hello there"}]})
+            .to_string(),
+        )
+        .await,
+    );
+    let mut body = send(true, None).await.unwrap().into_body();
+    assert!(
+        frames_within(&mut body, Duration::from_secs(5)).await.1,
+        "a complete stream ends"
+    );
+    drop(body);
+    let stats = sim.stats();
+    let mine = account(&stats, "sk-told", "claude-sonnet-4-6");
+    let told = &mine["told"];
+    assert_eq!(told["responses"], 2);
+    assert_eq!(told["cut_streams"], 0);
+    for kind in ["input_uncached", "cache_read", "cache_write_5m", "output"] {
+        assert_eq!(told[kind], mine[kind], "{kind}");
+    }
+    assert_eq!(
+        told["nusd"].as_u64().unwrap(),
+        mine["input_nusd"].as_u64().unwrap() + mine["output_nusd"].as_u64().unwrap()
+    );
+    // x-sim-hang-after: 1 sends message_start, then nothing until the client goes away.
+    let mut body = send(true, Some("1")).await.unwrap().into_body();
+    let (frames, ended) = frames_within(&mut body, Duration::from_millis(300)).await;
+    assert_eq!((frames, ended), (1, false));
+    let before = account(&sim.stats(), "sk-told", "claude-sonnet-4-6")["told"].clone();
+    assert_eq!(
+        before["responses"], 2,
+        "booked only when the client goes away"
+    );
+    drop(body);
+    let told = account(&sim.stats(), "sk-told", "claude-sonnet-4-6")["told"].clone();
+    assert_eq!(
+        (told["responses"].as_u64(), told["cut_streams"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(
+        told["output"].as_u64(),
+        before["output"].as_u64().map(|o| o + 1)
     );
 }
 

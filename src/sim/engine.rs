@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::billing::Ledger;
+use super::billing::{Ledger, Report};
 use super::prompt::{SimPrompt, Ttl};
 use super::rules::{self, Times, anthropic, deepseek, gemini, openai, pool};
 use crate::clock::{format_rfc3339, utc_date};
@@ -294,15 +294,21 @@ impl Engine {
         usage
     }
 
-    /// Creating a `cachedContents` entry bills its tokens at the input price (§3.4).
+    /// Creating a `cachedContents` entry bills its tokens at the input price (§3.4); the
+    /// answer tells them as `usageMetadata.totalTokenCount`.
     pub fn gemini_cache_created(&self, key: &str, model: &str, tokens: u64, at: SystemTime) {
         let usage = Usage {
             cache_write_5m: tokens,
             ..Usage::default()
         };
-        self.state()
-            .ledger
-            .input(&self.prices, key, model, &usage, at);
+        let mut state = self.state();
+        state.ledger.input(&self.prices, key, model, &usage, at);
+        let report = Report {
+            usage: Some(usage),
+            cache_create: true,
+            cut: false,
+        };
+        state.ledger.told(&self.prices, key, model, report, at);
     }
 
     /// Books a `cachedContents` entry's storage when it ends (deleted or expired).
@@ -388,6 +394,13 @@ impl Engine {
         self.state()
             .ledger
             .output(&self.prices, key, model, tokens, at);
+    }
+
+    /// What one response told its client, when it is dropped.
+    pub fn book_told(&self, key: &str, model: &str, report: Report, at: SystemTime) {
+        self.state()
+            .ledger
+            .told(&self.prices, key, model, report, at);
     }
 
     /// `GET /__sim/stats`.

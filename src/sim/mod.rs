@@ -50,6 +50,7 @@ use axum::response::Response;
 
 pub use faults::{CONTROL_PATH, ErrorFault, FAULT_HEADER, Faults, Tally};
 pub use reply::Reply;
+pub use wire::HANG_AFTER_HEADER;
 
 use crate::clock::{self, Clock};
 use engine::Engine;

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::Sim;
+use super::billing::Report;
+use crate::usage::Usage;
 
 pub(crate) const SSE: &str = "text/event-stream";
 pub(crate) const JSON: &str = "application/json";
@@ -181,38 +183,118 @@ pub(crate) fn sse_event(event: Option<&str>, data: &Value, eol: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// A 200 whose body is `chunks`, one body frame each, never buffered into one. Each chunk
-/// carries the output tokens it delivers, billed through `meter` as the chunk is handed to the
-/// connection: a client that disconnects mid-stream pays only for what it was sent.
+/// One frame of a streamed body: its bytes, the output tokens it delivers, and the usage its
+/// event reports (cumulative, as every dialect's stream reports it), if any.
+pub(crate) struct Chunk {
+    pub bytes: Bytes,
+    pub output: u64,
+    pub reports: Option<Usage>,
+}
+
+impl Chunk {
+    pub(crate) fn new(bytes: Bytes, output: u64, reports: Option<Usage>) -> Self {
+        Chunk {
+            bytes,
+            output,
+            reports,
+        }
+    }
+}
+
+/// A 200 whose body is `chunks`, one body frame each, never buffered into one. Each chunk's
+/// output tokens are billed through `meter` as the chunk is handed to the connection, so a
+/// client that disconnects mid-stream pays only for what it was sent; what the stream reported
+/// is booked when the body is dropped. With `x-sim-hang-after: N` the stream stops after N
+/// frames and hangs, as a stalled generation does, until the client goes away.
 pub(crate) fn stream_response(
     content_type: &'static str,
-    chunks: Vec<(Bytes, u64)>,
+    chunks: Vec<Chunk>,
     meter: Meter,
 ) -> Response {
-    let body = Body::from_stream(futures_util::stream::iter(chunks.into_iter().map(
-        move |(chunk, tokens)| {
-            meter.bill(tokens);
-            Ok::<Bytes, Infallible>(chunk)
+    let total = chunks.len();
+    let hang_after = meter.hang_after.unwrap_or(usize::MAX);
+    let frames = chunks.into_iter().enumerate();
+    // The meter lives as long as the body does: a hung stream books what it told only when the
+    // client goes away.
+    let body = Body::from_stream(futures_util::stream::unfold(
+        (frames, meter),
+        move |(mut frames, mut meter)| async move {
+            match frames.next() {
+                Some((i, chunk)) if i < hang_after => {
+                    meter.bill(chunk.output);
+                    if let Some(usage) = chunk.reports {
+                        meter.report.usage = Some(usage);
+                    }
+                    meter.report.cut = i + 1 < total;
+                    Some((Ok::<Bytes, Infallible>(chunk.bytes), (frames, meter)))
+                }
+                Some(_) => {
+                    std::future::pending::<()>().await;
+                    None
+                }
+                None => None,
+            }
         },
-    )));
+    ));
     let mut res = (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }
 
-/// Bills output tokens of one request to its API key and model.
+/// Asks a stream to hang after this many frames (tests and `cachet replay` cancel such streams).
+pub const HANG_AFTER_HEADER: &str = "x-sim-hang-after";
+
+/// Bills one response's output tokens to its API key and model, and books what the response
+/// told its client when it is dropped (a stream: when its body is).
 pub(crate) struct Meter {
-    pub sim: Arc<Sim>,
-    pub key: String,
-    pub model: String,
+    sim: Arc<Sim>,
+    key: String,
+    model: String,
+    hang_after: Option<usize>,
+    report: Report,
 }
 
 impl Meter {
+    pub(crate) fn new(sim: Arc<Sim>, key: String, model: &str, headers: &HeaderMap) -> Self {
+        let hang_after = headers
+            .get(HANG_AFTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        Meter {
+            sim,
+            key,
+            model: model.to_owned(),
+            hang_after,
+            // A stream that is dropped before its first frame told nothing and was cut.
+            report: Report {
+                cut: true,
+                ..Report::default()
+            },
+        }
+    }
+
     pub(crate) fn bill(&self, tokens: u64) {
         self.sim
             .engine
             .bill_output(&self.key, &self.model, tokens, self.sim.now());
+    }
+
+    /// A response handed over whole: bills its output and books `usage` as what it told.
+    pub(crate) fn whole(mut self, usage: Usage) {
+        self.bill(usage.output);
+        self.report = Report {
+            usage: Some(usage),
+            ..Report::default()
+        };
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.sim
+            .engine
+            .book_told(&self.key, &self.model, self.report, self.sim.now());
     }
 }
 

@@ -5,6 +5,7 @@
 //! `prompt_cache_key`, a single-flight wait), and the proxy never answers with an error of its
 //! own.
 
+use crate::common::replay_json;
 use cachet::replay::run::{Progress, Route, RouteResult, replay_with};
 use cachet::replay::workload::{BUILT_IN, Scale, built_in};
 use cachet::sim::{Faults, Tally};
@@ -83,16 +84,7 @@ async fn through_cachet_every_request_succeeds_or_fails_with_its_injected_fault(
 fn the_cli_classes_failures_by_route_and_fails_on_unexplained_ones() {
     let spec = faults();
     let spec = serde_json::to_string(&spec).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cachet"))
-        .args(["replay", "--workload", "docqa", "--json", "--faults", &spec])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = replay_json(&["--workload", "docqa", "--faults", &spec]);
     let mut seen = 0;
     for row in report.as_array().unwrap() {
         for r in row["routes"].as_array().unwrap() {

@@ -174,6 +174,76 @@ async fn postgres_holds_one_record_per_call_flushed_on_shutdown() {
     records_match_the_calls(&url, "ledger-pg").await;
 }
 
+/// A stream the client cancels is recorded as such, with the input side message_start
+/// reported exact and `usage_complete = false` (the provider bills output nobody was told of);
+/// an error the upstream answered whole bills nothing, and its record says its usage is
+/// complete.
+#[tokio::test]
+async fn a_cancelled_stream_and_an_upstream_error_are_recorded_for_what_they_are() {
+    let sim = start_simulator().await;
+    let dir = std::env::temp_dir().join(format!("cachet-it-cancel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite://{}/cachet.db", dir.display());
+    let mut proxy = TestProxy::spawn(&format!(
+        "[ledger]\nurl = \"{url}\"\nflush_interval = \"1h\"\n\
+         [[upstreams]]\nname = \"ledger-cancel\"\nprovider = \"anthropic\"\n\
+         base_url = \"http://{sim}/anthropic\"\n"
+    ))
+    .await;
+    let send = |body: Value, hang: bool| {
+        let mut r = client()
+            .post(proxy.url("/ledger-cancel/v1/messages"))
+            .header("x-api-key", "k-cancel")
+            .header("content-type", "application/json");
+        if hang {
+            r = r.header(cachet::sim::HANG_AFTER_HEADER, "1");
+        }
+        r.body(body.to_string()).send()
+    };
+    let mut stream = send(
+        json!({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": true,
+            "messages": [{"role": "user", "content": "Tell me a long story"}]}),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    let start: Value = std::str::from_utf8(&first)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .unwrap();
+    let told = start["message"]["usage"].clone();
+    drop(stream);
+    let bad = send(
+        json!({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400, "the simulator wants max_tokens");
+    bad.bytes().await.unwrap();
+    eventually("both recorded", || proxy.recorded() == 2).await;
+    proxy.stop();
+    (&mut proxy.task).await.unwrap().unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows = fetch_sqlite(&pool).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (_, call, input, output, read, cost, _, outcome, complete) = &rows[0];
+    assert_eq!((call.as_str(), outcome.as_str()), ("client", "cancelled"));
+    assert!(!complete, "output was billed that nobody reported");
+    assert_eq!(*input, told["input_tokens"].as_i64().unwrap());
+    assert_eq!(*read, told["cache_read_input_tokens"].as_i64().unwrap());
+    assert_eq!(*output, 1, "message_start's placeholder");
+    assert!(cost.unwrap() > 0);
+    let (_, _, input, output, _, cost, _, outcome, complete) = &rows[1];
+    assert_eq!(outcome, "upstream_error");
+    assert!(complete, "an error answered whole bills nothing");
+    assert_eq!((*input, *output, *cost), (0, 0, Some(0)));
+}
+
 async fn api_usage(proxy: &TestProxy, query: &str) -> (u16, Value) {
     let r = client()
         .get(proxy.url(&format!("/api/usage?{query}")))

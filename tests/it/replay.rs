@@ -1,6 +1,7 @@
 //! `cachet replay` end to end: every built-in workload at CI scale through the simulator on the
 //! three routes, checked against the oracle, the simulator's own rendering and the CLI.
 
+use crate::common::replay_json;
 use cachet::replay::run::{Progress, Route};
 use cachet::replay::workload::{BUILT_IN, Provider, Scale, built_in};
 use cachet::replay::{measure, report::WorkloadReport};
@@ -152,16 +153,7 @@ async fn fixed_placement_writes_and_reads_on_anthropic_chat() {
 
 #[test]
 fn the_cli_prints_digests_and_a_json_report() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cachet"))
-        .args(["replay", "--workload", "volatile", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = replay_json(&["--workload", "volatile"]);
     let rows = report.as_array().unwrap();
     let expected = built_in("volatile", Scale::Ci).unwrap();
     assert_eq!(rows.len(), expected.len());
@@ -194,4 +186,58 @@ fn the_cli_prints_digests_and_a_json_report() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no built-in workload or file named"));
+}
+
+/// Issue 6's books: after `cachet replay --all --scale ci` (its own process, so `/metrics` holds
+/// only the replay's proxies), every cachet route's ledger, `/metrics` totals and what the
+/// simulator reported agree exactly in every token kind and in nano-USD, cancelled streams
+/// included, with no record dropped; the CLI fails when they do not.
+#[test]
+fn after_a_replay_the_ledger_metrics_and_simulator_agree_exactly() {
+    let report = replay_json(&["--all", "--scale", "ci"]);
+    let mut cancelled = 0;
+    let mut priced = 0;
+    for row in report.as_array().unwrap() {
+        let name = format!("{} {}", row["workload"], row["provider"]);
+        let cachet = row["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == "cachet")
+            .unwrap();
+        let audit = &cachet["audit"];
+        assert_eq!(audit["disagreements"], serde_json::json!([]), "{name}");
+        assert_eq!(audit["dropped"], 0, "{name}");
+        assert_eq!(audit["told"], audit["ledger"], "{name}");
+        // `/metrics` counts cache writes without their TTL split.
+        let (ledger, metrics) = (&audit["ledger"], &audit["metrics"]);
+        let writes = |b: &serde_json::Value| {
+            b["usage"]["cache_write_5m"].as_u64().unwrap()
+                + b["usage"]["cache_write_1h"].as_u64().unwrap()
+        };
+        assert_eq!(writes(metrics), writes(ledger), "{name}");
+        for kind in ["input_uncached", "cache_read", "output"] {
+            assert_eq!(
+                metrics["usage"][kind], ledger["usage"][kind],
+                "{name}: {kind}"
+            );
+        }
+        for money in ["cost_nusd", "cost_uncached_nusd"] {
+            assert_eq!(metrics[money], ledger[money], "{name}: {money}");
+        }
+        let usage = &audit["ledger"]["usage"];
+        assert!(
+            usage["input_uncached"].as_u64().unwrap() > 0,
+            "{name}: traffic recorded"
+        );
+        assert_eq!(audit["cancelled"], cachet["cancelled_streams"], "{name}");
+        assert_eq!(audit["cut_streams"], cachet["cancelled_streams"], "{name}");
+        cancelled += audit["cancelled"].as_u64().unwrap();
+        priced += audit["ledger"]["cost_nusd"].as_u64().unwrap();
+    }
+    assert!(
+        cancelled >= 50,
+        "cancelled streams were replayed: {cancelled}"
+    );
+    assert!(priced > 0, "some workloads are priced");
 }

@@ -79,6 +79,8 @@ pub const CREATE_PATH: &str = "/v1beta/cachedContents";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     pub name: String,
+    /// `createTime`: storage is billed from then (`None` if the answer leaves it out).
+    pub created: Option<SystemTime>,
     pub expires: SystemTime,
     /// `usageMetadata.totalTokenCount`: the tokens the create billed at the input price.
     pub tokens: u64,
@@ -92,6 +94,10 @@ pub fn created(body: &[u8]) -> Option<Created> {
     }
     Some(Created {
         name: name.to_owned(),
+        created: value
+            .get("createTime")
+            .and_then(Value::as_str)
+            .and_then(parse_rfc3339),
         expires: parse_rfc3339(value.get("expireTime")?.as_str()?)?,
         tokens: value
             .pointer("/usageMetadata/totalTokenCount")

@@ -180,20 +180,16 @@ fn without_sse_every_chunk_is_an_event() {
 }
 
 fn streamed(content_type: &'static str, chunks: &[&'static str]) -> Response {
-    let chunks: Vec<(Bytes, u64)> = chunks
+    let chunks: Vec<super::super::wire::Chunk> = chunks
         .iter()
-        .map(|c| (Bytes::from_static(c.as_bytes()), 0))
+        .map(|c| super::super::wire::Chunk::new(Bytes::from_static(c.as_bytes()), 0, None))
         .collect();
     let sim = std::sync::Arc::new(crate::sim::Sim::new(
         std::sync::Arc::new(crate::clock::Clock::system()),
         crate::sim::Settings::default(),
         0,
     ));
-    let meter = super::super::wire::Meter {
-        sim,
-        key: String::new(),
-        model: String::new(),
-    };
+    let meter = super::super::wire::Meter::new(sim, String::new(), "", &Default::default());
     super::super::wire::stream_response(content_type, chunks, meter)
 }
 

@@ -29,7 +29,7 @@ use super::openai::{json_piece, text_piece};
 use super::prompt::{Kind, Piece, SimPrompt};
 use super::reply::Reply;
 use super::wire::{
-    Dialect, JSON, Meter, SSE, SimError, ok_json, parse_object, sse_event, stream_response,
+    Chunk, Dialect, JSON, Meter, SSE, SimError, ok_json, parse_object, sse_event, stream_response,
 };
 use crate::usage::Usage;
 
@@ -196,6 +196,7 @@ async fn models_action(
     State(ctx): State<Ctx>,
     Path(rest): Path<String>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, SimError> {
     let Some((model, action)) = rest.rsplit_once(':') else {
@@ -242,16 +243,12 @@ async fn models_action(
         reply: Reply::new(model, usage.input_total(), cap),
         usage,
     };
-    let meter = Meter {
-        sim: ctx.sim.clone(),
-        key: caller.key,
-        model: model.to_owned(),
-    };
+    let meter = Meter::new(ctx.sim.clone(), caller.key, model, &headers);
     Ok(match mode {
         Mode::Sse => stream_response(SSE, answer.sse(), meter),
         Mode::JsonArray => stream_response(JSON, answer.json_array(), meter),
         Mode::Json | Mode::Count => {
-            meter.bill(answer.reply.output_tokens);
+            meter.whole(answer.told(answer.reply.output_tokens));
             ok_json(&answer.chunk(&answer.reply.text, answer.reply.output_tokens, true))
         }
     })
@@ -348,24 +345,42 @@ impl Answer<'_> {
     }
 
     /// The stream's chunks: one word each, running usage, the finish reason on the last.
-    fn chunks(&self) -> Vec<Value> {
+    /// The streamed chunks, each with the running usage its `usageMetadata` reports.
+    fn chunks(&self) -> Vec<(Value, Usage)> {
         let deltas: Vec<&str> = self.reply.deltas().collect();
         if deltas.is_empty() {
-            return vec![self.chunk("", 0, true)];
+            return vec![(self.chunk("", 0, true), self.told(0))];
         }
         let last = deltas.len() - 1;
         deltas
             .iter()
             .enumerate()
-            .map(|(i, delta)| self.chunk(delta, i as u64 + 1, i == last))
+            .map(|(i, delta)| {
+                let candidates = i as u64 + 1;
+                (
+                    self.chunk(delta, candidates, i == last),
+                    self.told(candidates),
+                )
+            })
             .collect()
     }
 
+    /// The usage a chunk with `candidates` output tokens so far reports.
+    fn told(&self, candidates: u64) -> Usage {
+        Usage {
+            output: candidates,
+            ..self.usage
+        }
+    }
+
     /// `data: {chunk}\r\n\r\n`, with the CRLF line endings Google's servers use.
-    fn sse(&self) -> Vec<(Bytes, u64)> {
+    fn sse(&self) -> Vec<Chunk> {
         self.chunks()
-            .iter()
-            .map(|chunk| (sse_event(None, chunk, "\r\n"), self.words_in(chunk)))
+            .into_iter()
+            .map(|(chunk, told)| {
+                let bytes = sse_event(None, &chunk, "\r\n");
+                Chunk::new(bytes, self.words_in(&chunk), Some(told))
+            })
             .collect()
     }
 
@@ -377,20 +392,18 @@ impl Answer<'_> {
     }
 
     /// Google's streamed JSON array, `[{…}\n,\r\n{…}\n]`, one element per body chunk.
-    fn json_array(&self) -> Vec<(Bytes, u64)> {
-        let mut out: Vec<(Bytes, u64)> = self
+    fn json_array(&self) -> Vec<Chunk> {
+        let mut out: Vec<Chunk> = self
             .chunks()
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, chunk)| {
+            .map(|(i, (chunk, told))| {
                 let lead = if i == 0 { "[" } else { ",\r\n" };
-                (
-                    Bytes::from(format!("{lead}{chunk}\n")),
-                    self.words_in(chunk),
-                )
+                let bytes = Bytes::from(format!("{lead}{chunk}\n"));
+                Chunk::new(bytes, self.words_in(&chunk), Some(told))
             })
             .collect();
-        out.push((Bytes::from_static(b"]"), 0));
+        out.push(Chunk::new(Bytes::from_static(b"]"), 0, None));
         out
     }
 }

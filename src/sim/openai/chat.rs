@@ -14,9 +14,10 @@ use super::{Ctx, render_messages};
 use crate::sim::prompt::SimPrompt;
 use crate::sim::reply::{Reply, output_cap};
 use crate::sim::wire::{
-    Dialect, SSE, SimError, api_key, ok_json, parse_object, require_messages, require_str,
+    Chunk, Dialect, SSE, SimError, api_key, ok_json, parse_object, require_messages, require_str,
     sse_event, stream_response, wants_stream,
 };
+use crate::usage::Usage;
 
 /// Identity shared by the completion and each of its chunks.
 struct Head<'a> {
@@ -47,16 +48,20 @@ pub(super) async fn handle(
         model,
     };
     let usage = ctx.flavor.chat_usage(&billed.usage, reply.output_tokens);
-    let meter = ctx.meter(key, model);
+    let told = Usage {
+        output: reply.output_tokens,
+        ..billed.usage
+    };
+    let meter = ctx.meter(key, model, &headers);
     let mut res = if wants_stream(&req) {
         let include_usage = req
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        let chunks = stream_chunks(&head, reply, include_usage.then_some(usage));
+        let chunks = stream_chunks(&head, reply, include_usage.then_some((usage, told)));
         stream_response(SSE, chunks, meter)
     } else {
-        meter.bill(reply.output_tokens);
+        meter.whole(told);
         ok_json(&completion(&head, reply, usage))
     };
     if let Some(n) = billed.in_flight {
@@ -95,7 +100,9 @@ fn completion(head: &Head<'_>, reply: &Reply, usage: Value) -> Value {
 
 /// The SSE body, one event per chunk with the output tokens it carries. `usage` is `Some` when
 /// the client asked for it.
-fn stream_chunks(head: &Head<'_>, reply: &Reply, usage: Option<Value>) -> Vec<(Bytes, u64)> {
+/// The chunks of a streamed completion; with `usage` (its JSON and what it tells), a last
+/// `choices: []` chunk carries it, as `stream_options.include_usage` asks.
+fn stream_chunks(head: &Head<'_>, reply: &Reply, usage: Option<(Value, Usage)>) -> Vec<Chunk> {
     let with_usage = usage.is_some();
     let choice = |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
     let mut chunks = vec![chunk(
@@ -118,22 +125,26 @@ fn stream_chunks(head: &Head<'_>, reply: &Reply, usage: Option<Value>) -> Vec<(B
         choice(json!({}), json!(finish_reason(reply))),
         with_usage.then_some(Value::Null),
     ));
-    if let Some(usage) = usage {
+    let told = usage.as_ref().map(|(_, told)| *told);
+    if let Some((usage, _)) = usage {
         chunks.push(chunk(head, json!([]), Some(usage)));
     }
     let words = reply.deltas().count();
-    let mut events: Vec<(Bytes, u64)> = chunks
+    let last = chunks.len() - 1;
+    let mut events: Vec<Chunk> = chunks
         .iter()
         .enumerate()
         // Chunk 0 opens the message; chunks 1..=words carry one word each.
         .map(|(i, chunk)| {
-            (
+            let reports = told.filter(|_| i == last);
+            Chunk::new(
                 sse_event(None, chunk, "\n"),
                 u64::from((1..=words).contains(&i)),
+                reports,
             )
         })
         .collect();
-    events.push((Bytes::from_static(b"data: [DONE]\n\n"), 0));
+    events.push(Chunk::new(Bytes::from_static(b"data: [DONE]\n\n"), 0, None));
     events
 }
 

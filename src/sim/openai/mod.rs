@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -161,12 +161,8 @@ impl Ctx {
         }
     }
 
-    fn meter(&self, key: String, model: &str) -> Meter {
-        Meter {
-            sim: self.sim.clone(),
-            key,
-            model: model.to_owned(),
-        }
+    fn meter(&self, key: String, model: &str, headers: &HeaderMap) -> Meter {
+        Meter::new(self.sim.clone(), key, model, headers)
     }
 }
 

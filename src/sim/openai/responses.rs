@@ -18,7 +18,7 @@ use super::{Ctx, json_piece, text_piece};
 use crate::sim::prompt::{Kind, Piece, SimPrompt};
 use crate::sim::reply::{Reply, output_cap};
 use crate::sim::wire::{
-    Dialect, SSE, SimError, api_key, ok_json, parse_object, require_str, sse_event,
+    Chunk, Dialect, SSE, SimError, api_key, ok_json, parse_object, require_str, sse_event,
     stream_response, wants_stream,
 };
 use crate::usage::Usage;
@@ -60,11 +60,11 @@ pub(super) async fn handle(
         reply: billed.reply,
         usage: billed.usage,
     };
-    let meter = ctx.meter(key, model);
+    let meter = ctx.meter(key, model, &headers);
     if wants_stream(&req) {
         Ok(stream_response(SSE, draft.events(), meter))
     } else {
-        meter.bill(draft.reply.output_tokens);
+        meter.whole(draft.told());
         Ok(ok_json(&draft.response(true)))
     }
 }
@@ -207,7 +207,17 @@ impl Draft<'_> {
     }
 
     /// The SSE events, each with the output tokens it delivers (one per text delta).
-    fn events(&self) -> Vec<(Bytes, u64)> {
+    /// The usage the finished response reports.
+    fn told(&self) -> Usage {
+        Usage {
+            output: self.reply.output_tokens,
+            ..self.usage
+        }
+    }
+
+    /// The SSE events, each with the output tokens it delivers; the terminal one reports the
+    /// usage.
+    fn events(&self) -> Vec<Chunk> {
         let text_at = json!({"item_id": self.item_id, "output_index": 0, "content_index": 0});
         let with = |extra: Value| merge(&text_at, extra);
         let mut events = vec![
@@ -265,7 +275,12 @@ impl Draft<'_> {
                     data.extend(fields);
                 }
                 let tokens = u64::from(kind == "response.output_text.delta");
-                (sse_event(Some(kind), &Value::Object(data), "\n"), tokens)
+                let reports = (kind == terminal).then(|| self.told());
+                Chunk::new(
+                    sse_event(Some(kind), &Value::Object(data), "\n"),
+                    tokens,
+                    reports,
+                )
             })
             .collect()
     }

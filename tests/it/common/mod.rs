@@ -319,6 +319,22 @@ pub async fn anthropic_stream(proxy: &TestProxy) -> reqwest::Response {
         .unwrap()
 }
 
+/// `cachet replay ARGS --json` in its own process: the report, once it has exited 0.
+pub fn replay_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cachet"))
+        .arg("replay")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The simulator (no replicas, no faults) on 127.0.0.1:0, serving until the test ends.
 pub async fn start_simulator() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
