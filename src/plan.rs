@@ -55,6 +55,26 @@ pub enum Branch {
 }
 
 impl Branch {
+    /// Every branch: the values `cachet_plan_branch_total{branch}` can take, as its description
+    /// tells operators.
+    pub const ALL: [Branch; 15] = [
+        Branch::CacheControl,
+        Branch::PromptCacheKey,
+        Branch::ClientCacheKey,
+        Branch::ClientMarkers,
+        Branch::CachedContent,
+        Branch::CachedContentCreate,
+        Branch::ClientCachedContent,
+        Branch::NoCandidate,
+        Branch::RewriteOff,
+        Branch::StrategyOff,
+        Branch::Unplanned,
+        Branch::ReplicaAffinity,
+        Branch::ReplicaCold,
+        Branch::ReplicaOverloaded,
+        Branch::ReplicaBalanced,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Branch::CacheControl => "cache_control",

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::{LogConfig, LogFormat};
 use crate::explain::{Explanation, Fingerprint};
 use crate::ledger::{Ledger, LedgerRecord};
-use crate::plan::CachePlan;
+use crate::plan::{Branch, CachePlan};
 use crate::pricing::{Cost, ModelPrice, PriceTable, Rates};
 use crate::registry::Outcome as CacheOutcome;
 use crate::upstream::body::{Observed, Outcome};
@@ -97,10 +97,14 @@ fn describe() {
         metrics::Unit::Seconds,
         "From sending upstream to the first body byte."
     );
+    let branches: Vec<&str> = Branch::ALL.iter().map(|b| b.as_str()).collect();
     metrics::describe_counter!(
         PLAN_BRANCH_TOTAL,
-        "Requests by the way the cache planner went: cache_control, client_markers, \
-         no_candidate, rewrite_off, strategy_off, unplanned."
+        format!(
+            "Requests by the way the cache planner went, and on replica pools by how the \
+             replica was picked; branch is one of: {}.",
+            branches.join(", ")
+        )
     );
     metrics::describe_counter!(
         UNPRICED_TOTAL,

@@ -226,6 +226,9 @@ pub(crate) fn has_object_field(data: &[u8], quoted_field: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+mod billing_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,10 @@
 //! The ledger through the proxy: one record per upstream call, in SQLite and in PostgreSQL,
-//! written off the request path and flushed on shutdown.
+//! written off the request path, flushed on shutdown, and at least every flush interval (what
+//! survives a SIGKILL).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -344,4 +349,198 @@ async fn sqlite_usage_api_groups_what_the_ledger_holds() {
 async fn postgres_usage_api_groups_what_the_ledger_holds() {
     let url = postgres_url("usage").await;
     usage_groups_what_the_ledger_holds(&url, "usage-pg").await;
+}
+
+/// The ledger's flush interval in the SIGKILL test.
+const FLUSH: Duration = Duration::from_millis(500);
+
+/// How much later than one flush interval after its request completed a record may reach the
+/// store. A record is queued as its response ends and written by the next tick, at most
+/// `FLUSH` later; on top come the control-plane thread's scheduling delay (the writer runs
+/// there, beside the test's clients and simulator on a 2-core machine: tens of milliseconds at
+/// worst) and the batch's INSERT with its WAL sync (milliseconds for a few hundred rows). Two
+/// intervals of slack is several times that noise, while a writer that flushes only on
+/// shutdown, or only full batches, leaves every record of the run missing: the run sends
+/// fewer than a batch's 500 records, and the requests older than the cut-off span seconds.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// Load before the kill: long enough that seconds of completed requests lie beyond
+/// `FLUSH + SLACK`. Not a whole number of intervals: the writer's ticks start with the proxy,
+/// so that would kill just after a flush, when almost nothing is unwritten; this kills late in
+/// an interval (measured: the oldest unwritten record ~0.3 s old, also with both cores busy).
+const LOAD: Duration = Duration::from_millis(4300);
+
+const CLIENTS: usize = 6;
+
+/// Each client's pause between requests: bounds the run to CLIENTS × LOAD / PACE = 430
+/// requests, under the writer's batch of 500, so only the interval can have written them.
+const PACE: Duration = Duration::from_millis(60);
+
+/// Kills the proxy process if the test fails before it does.
+struct ProxyProcess(std::process::Child);
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One request through the proxy at `base`, the `i`-th of its client: Anthropic and OpenAI,
+/// streamed and not, in turn. Returns its request id once the whole response has been read,
+/// or `None` when the proxy is gone.
+async fn one_request(http: &reqwest::Client, base: &str, i: usize) -> Option<String> {
+    let stream = i % 2 == 0;
+    let question = format!("[{{\"role\":\"user\",\"content\":\"Question {i}?\"}}]");
+    let (path, body) = if i % 4 < 2 {
+        (
+            "/anthropic/v1/messages",
+            format!(
+                "{{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":20,\"stream\":{stream},\"messages\":{question}}}"
+            ),
+        )
+    } else {
+        (
+            "/openai/v1/chat/completions",
+            format!("{{\"model\":\"gpt-4o\",\"stream\":{stream},\"messages\":{question}}}"),
+        )
+    };
+    let r = http
+        .post(format!("{base}{path}"))
+        .header("x-api-key", "k-kill")
+        .header("authorization", "Bearer k-kill")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    assert_eq!(r.status(), 200, "{path}");
+    let id = r.headers()["x-cachet-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    r.bytes().await.ok()?;
+    Some(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_keeps_every_record_older_than_the_flush_interval() {
+    let sim = start_simulator().await;
+    let dir = std::env::temp_dir().join(format!("cachet-it-sigkill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("cachet.db");
+    let config = dir.join("cachet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ledger]\nurl = \"sqlite://{db}\"\nflush_interval = \"{flush}ms\"\n\
+             [registry]\ndata_dir = \"{data}\"\n\
+             [[upstreams]]\nname = \"anthropic\"\nbase_url = \"http://{sim}/anthropic\"\n\
+             [[upstreams]]\nname = \"openai\"\nbase_url = \"http://{sim}/openai\"\n",
+            db = db.display(),
+            flush = FLUSH.as_millis(),
+            data = dir.join("data").display(),
+        ),
+    )
+    .unwrap();
+    // A free port for the proxy (it logs its configured address, not the one it bound).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let log = std::fs::File::create(dir.join("cachet.log")).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cachet"));
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &addr.to_string()])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("CACHET_")) {
+        command.env_remove(name);
+    }
+    let mut proxy = ProxyProcess(command.spawn().unwrap());
+    let base = format!("http://{addr}");
+    let http = client();
+    let started = Instant::now();
+    while !matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the proxy is not ready after 30 s; log in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let completed: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (http, base, completed) = (http.clone(), base.clone(), completed.clone());
+            tokio::spawn(async move {
+                for i in c.. {
+                    let Some(id) = one_request(&http, &base, i).await else {
+                        return;
+                    };
+                    completed.lock().unwrap().push((id, Instant::now()));
+                    tokio::time::sleep(PACE).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(LOAD).await;
+    let killed_at = Instant::now();
+    // SIGKILL: no drain, no last flush.
+    proxy.0.kill().unwrap();
+    proxy.0.wait().unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let completed = completed.lock().unwrap().clone();
+    let cutoff = killed_at - FLUSH - SLACK;
+    let (old, recent): (Vec<_>, Vec<_>) = completed.iter().partition(|(_, at)| *at <= cutoff);
+    // Enough of the run lies beyond the cut-off for the check below to mean something.
+    assert!(
+        old.len() >= 50,
+        "{} requests completed before the cut-off",
+        old.len()
+    );
+    let last_interval = completed
+        .iter()
+        .filter(|(_, at)| *at > killed_at - FLUSH)
+        .count();
+    assert!(last_interval > 0, "requests were completing at the kill");
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let stored: HashMap<String, i64> = sqlx::query_as(
+        "SELECT request_id, COUNT(*) FROM ledger WHERE call = 'client' GROUP BY request_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let missing: Vec<String> = old
+        .iter()
+        .filter(|(id, _)| stored.get(id) != Some(&1))
+        .map(|(id, at)| format!("{id} ({:?} before the kill)", killed_at - *at))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} requests older than {:?} have no single record, the oldest: {:?}\n\
+         ({} newer ones, {} records stored; proxy log in {})",
+        missing.len(),
+        old.len(),
+        FLUSH + SLACK,
+        &missing[..missing.len().min(5)],
+        recent.len(),
+        stored.len(),
+        dir.display()
+    );
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
