@@ -4,48 +4,92 @@
 //!
 //! A request hands its record to a bounded queue and goes on: when the queue is full the
 //! record is dropped and counted (`cachet_ledger_dropped_total`) rather than slowing requests.
-//! One writer task drains the queue in batches, at least every `flush_interval`, and once more
-//! on shutdown. Each record is unique by (request id, call): a batch written twice (a retry
-//! after an error) stores it once.
+//! One writer, on a thread of its own at the lowest priority, takes what is queued and writes
+//! it in batches: at least every `flush_interval`, as soon as a batch is full, on demand and
+//! once more on shutdown. Queueing a record wakes nobody (only a full batch or a flush does):
+//! a wake-up per request would put a context switch on every request's path. Each record is
+//! unique by (request id, call): a batch written twice (a retry after an error) stores it once.
 
 mod record;
 mod store;
 pub mod usage;
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 pub use record::LedgerRecord;
 pub use store::Store;
 
-/// Records written in one statement at most.
+/// Records written in one batch at most; a batch this full is written at once.
 const BATCH: usize = 500;
 
 pub const DROPPED_TOTAL: &str = "cachet_ledger_dropped_total";
 
-enum Command {
-    Record(Box<LedgerRecord>),
-    /// Write everything queued so far, then answer.
-    Flush(oneshot::Sender<()>),
+/// What the request side and the writer share.
+struct Queue {
+    records: Mutex<Vec<LedgerRecord>>,
+    capacity: usize,
+    /// Flushes waiting for everything queued before them to be written.
+    flushes: Mutex<Vec<oneshot::Sender<()>>>,
+    wake: Notify,
 }
 
 /// The request side of the ledger: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<Command>,
+    queue: Arc<Queue>,
     store: Store,
 }
 
 impl Ledger {
-    /// Starts the writer on the current runtime, for `store`, with a queue of `capacity`
-    /// records flushed at least every `every`.
+    /// Starts the writer, for `store`, with a queue of `capacity` records written at least
+    /// every `every`. The writer stops once every `Ledger` handle is gone (after writing what
+    /// is left).
     pub fn start(store: Store, capacity: usize, every: Duration) -> Ledger {
         // Shown from the start, at 0: a missing series reads as "not measured", not "none".
         metrics::counter!(DROPPED_TOTAL).increment(0);
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_loop(store.clone(), rx, every));
-        Ledger { tx, store }
+        let queue = Arc::new(Queue {
+            records: Mutex::new(Vec::new()),
+            capacity: capacity.max(1),
+            flushes: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        });
+        let (shared, writer) = (queue.clone(), store.clone());
+        // The writer has a thread of its own, at the lowest priority: encoding and writing a
+        // batch takes milliseconds of CPU that must not hold up requests on a busy machine
+        // (measured: scripts/bench-ledger). Under sustained overload the queue then fills and
+        // records are dropped and counted, as the ledger's contract says, rather than slowing
+        // requests.
+        let spawned = std::thread::Builder::new()
+            .name("cachet-ledger".into())
+            .spawn(move || {
+                let lowered = thread_priority::set_thread_priority_and_policy(
+                    thread_priority::thread_native_id(),
+                    thread_priority::ThreadPriority::Min,
+                    thread_priority::ThreadSchedulePolicy::Normal(
+                        thread_priority::NormalThreadSchedulePolicy::Batch,
+                    ),
+                );
+                if let Err(e) = lowered {
+                    tracing::debug!(error = ?e, "the ledger's writer keeps its priority");
+                }
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(async move {
+                        let writer = writer.for_writer().await;
+                        write_loop(writer, shared, every).await;
+                    }),
+                    Err(e) => tracing::error!(error = %e, "the ledger's writer cannot start"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the ledger's writer cannot start");
+        }
+        Ledger { queue, store }
     }
 
     /// The store the records go to, for reading them back (`/api/usage`).
@@ -55,45 +99,67 @@ impl Ledger {
 
     /// Queues `record`; drops and counts it when the queue is full.
     pub fn record(&self, record: LedgerRecord) {
-        if self.tx.try_send(Command::Record(Box::new(record))).is_err() {
-            metrics::counter!(DROPPED_TOTAL).increment(1);
+        let queued = {
+            let mut records = self
+                .queue
+                .records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if records.len() >= self.queue.capacity {
+                None
+            } else {
+                records.push(record);
+                Some(records.len())
+            }
+        };
+        match queued {
+            None => metrics::counter!(DROPPED_TOTAL).increment(1),
+            Some(BATCH) => self.queue.wake.notify_one(),
+            Some(_) => {}
         }
     }
 
     /// Writes every record queued before this call (shutdown, tests). Waits at most `limit`.
     pub async fn flush(&self, limit: Duration) -> bool {
         let (done, wait) = oneshot::channel();
-        let sent = tokio::time::timeout(limit, self.tx.send(Command::Flush(done))).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return false;
-        }
+        self.queue
+            .flushes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(done);
+        self.queue.wake.notify_one();
         matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(())))
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Command>, every: Duration) {
-    let mut batch: Vec<LedgerRecord> = Vec::with_capacity(BATCH);
-    let mut tick = tokio::time::interval(every);
+async fn write_loop(store: Store, queue: Arc<Queue>, every: Duration) {
+    // The first write is due one interval from now, not at once.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While the handles live, wake at least every 100 ms to see whether they are all gone.
+    let mut alive = tokio::time::interval(Duration::from_millis(100));
     loop {
-        tokio::select! {
-            command = rx.recv() => match command {
-                Some(Command::Record(record)) => {
-                    batch.push(*record);
-                    if batch.len() >= BATCH {
-                        write(&store, &mut batch).await;
-                    }
-                }
-                Some(Command::Flush(done)) => {
-                    write(&store, &mut batch).await;
-                    let _ = done.send(());
-                }
-                None => {
-                    write(&store, &mut batch).await;
-                    return;
-                }
-            },
-            _ = tick.tick() => write(&store, &mut batch).await,
+        let due = tokio::select! {
+            _ = tick.tick() => true,
+            () = queue.wake.notified() => true,
+            _ = alive.tick() => false,
+        };
+        let last = Arc::strong_count(&queue) == 1;
+        if !(due || last) {
+            continue;
+        }
+        // Flushes first, then the records: whatever was queued before a flush was asked for is
+        // in this batch.
+        let flushes =
+            std::mem::take(&mut *queue.flushes.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut batch =
+            std::mem::take(&mut *queue.records.lock().unwrap_or_else(PoisonError::into_inner));
+        write(&store, &mut batch).await;
+        for done in flushes {
+            let _ = done.send(());
+        }
+        if last {
+            return;
         }
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sqlx::QueryBuilder;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::LedgerRecord;
 
@@ -73,6 +75,9 @@ pub enum Store {
     Postgres(PgPool),
 }
 
+/// Rows per INSERT statement at most.
+const ROWS: usize = 64;
+
 /// Columns in insert order.
 const COLUMNS: &str = "at_ms, request_id, call, caused_by, instance_id, tenant, team, upstream, \
     provider, model, endpoint, stream, status, outcome, usage_complete, input_uncached, \
@@ -97,6 +102,10 @@ impl Store {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL cannot corrupt the file and keeps every commit through a
+            // crash of the process (SIGKILL included); only a power cut may lose the last
+            // commits. FULL would fsync on every batch.
+            .synchronous(SqliteSynchronous::Normal)
             // Readers (the dashboard) and the writer share the file; a write waits its turn.
             .busy_timeout(Duration::from_secs(10));
         if let Some(dir) = options.get_filename().parent()
@@ -114,16 +123,44 @@ impl Store {
         Ok(Store::Sqlite(pool))
     }
 
-    /// Inserts `records` in one statement; a record already stored (same request id and
-    /// call) is left as it is.
+    /// Inserts `records` in one transaction; a record already stored (same request id and
+    /// call) is left as it is. Rows go in statements of at most `ROWS` rows, so that a store
+    /// sees at most `ROWS` distinct statements, each prepared once per connection and cached:
+    /// batches of varying size would otherwise have every statement parsed and planned anew.
     pub async fn insert(&self, records: &[LedgerRecord]) -> Result<(), sqlx::Error> {
         on_pool!(self, pool => {
-            let mut q = QueryBuilder::new(format!("INSERT INTO ledger ({COLUMNS}) "));
-            push_rows!(q, records);
-            q.push(" ON CONFLICT (request_id, call) DO NOTHING");
-            q.build().execute(pool).await?;
+            let mut tx = pool.begin().await?;
+            for chunk in records.chunks(ROWS) {
+                let mut q = QueryBuilder::new(format!("INSERT INTO ledger ({COLUMNS}) "));
+                push_rows!(q, chunk);
+                q.push(" ON CONFLICT (request_id, call) DO NOTHING");
+                q.build().persistent(true).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// The store the ledger's writer uses, opened on the writer's own thread: a SQLite file
+    /// gets a connection of its own there, so that the thread sqlx runs it on inherits the
+    /// writer's low priority. An in-memory database has only the one connection, and a
+    /// PostgreSQL server does its work in its own processes: those are shared as they are.
+    pub async fn for_writer(&self) -> Store {
+        match self {
+            // `open` gives an in-memory database a pool of exactly one connection.
+            Store::Sqlite(pool) if pool.options().get_max_connections() > 1 => {
+                let options = (*pool.connect_options()).clone();
+                match SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                {
+                    Ok(own) => Store::Sqlite(own),
+                    Err(_) => self.clone(),
+                }
+            }
+            _ => self.clone(),
+        }
     }
 
     /// Records stored (tests, tools).
