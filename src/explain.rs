@@ -55,6 +55,59 @@ impl Reason {
             Reason::DuplicateContext => "duplicate_context",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub const ALL: [Reason; 9] = [
+        Reason::ToolsChanged,
+        Reason::SystemChanged,
+        Reason::TimestampInPrefix,
+        Reason::QuestionBeforeContext,
+        Reason::HistoryEdited,
+        Reason::ModelChanged,
+        Reason::Expired,
+        Reason::BelowMinimum,
+        Reason::DuplicateContext,
+    ];
+
+    /// What the client can change so that the prefix is read from cache next time.
+    pub fn fix(self) -> &'static str {
+        match self {
+            Reason::ToolsChanged => {
+                "keep the tool definitions byte-identical between requests: same tools, same \
+                 order, same schemas"
+            }
+            Reason::SystemChanged => {
+                "keep the system prompt stable; put what changes per request after the cached \
+                 prefix, in the last message"
+            }
+            Reason::TimestampInPrefix => {
+                "move the timestamp out of the system prompt (or round it to the day), after \
+                 the cached prefix"
+            }
+            Reason::QuestionBeforeContext => {
+                "put the question after the document (cachet's question_last rewrite does this \
+                 when it is on)"
+            }
+            Reason::HistoryEdited => {
+                "append to the conversation instead of editing or trimming earlier turns"
+            }
+            Reason::ModelChanged => "caches are per model: keep one model per conversation",
+            Reason::Expired => {
+                "the prefix expired between uses: a 1h TTL pays off for prefixes reused every \
+                 5 to 60 minutes"
+            }
+            Reason::BelowMinimum => {
+                "the shared prefix is under the model's minimum cacheable length: grow the \
+                 stable part (shared instructions, examples) past it, or expect no caching"
+            }
+            Reason::DuplicateContext => {
+                "the same document is sent twice in one prompt: send it once"
+            }
+        }
+    }
 }
 
 /// Why a request missed, and where.

@@ -10,6 +10,7 @@
 //! a wake-up per request would put a context switch on every request's path. Each record is
 //! unique by (request id, call): a batch written twice (a retry after an error) stores it once.
 
+pub mod insights;
 mod record;
 mod store;
 pub mod usage;

@@ -231,6 +231,22 @@ impl PriceTable {
     }
 }
 
+impl PriceTable {
+    /// Every model's minimum cacheable prompt on `date`, where the table gives one.
+    pub fn minimums_on(&self, date: &str) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .by_model
+            .keys()
+            .filter_map(|model| {
+                let min = self.price_on(model, date)?.min_cacheable_tokens?;
+                Some((model.clone(), min))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 impl ModelPrice {
     /// Rates for a prompt of `input_tokens`, tier overrides applied.
     pub fn rates_for(&self, input_tokens: u64) -> Rates {

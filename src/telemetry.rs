@@ -261,6 +261,8 @@ struct RecordFacts<'a> {
     error: Option<&'static str>,
     cost: Cost,
     premium: Option<u64>,
+    /// What the request's miss cost (its tokens at input less read price), nano-USD.
+    miss_cost: Option<u64>,
     model: Option<String>,
 }
 
@@ -307,6 +309,8 @@ impl Telemetry {
             breakpoints: ex.breakpoints,
             miss_reason: ex.miss.as_ref().map(|m| m.reason.as_str()),
             miss_tokens: ex.miss.as_ref().and_then(|m| i64::try_from(m.tokens).ok()),
+            miss_segment: ex.miss.as_ref().map(|m| m.segment.clone()),
+            miss_cost_nusd: nusd(facts.miss_cost),
             latency_ms: ms(observed.ended.duration_since(ex.received)),
             ttfb_ms: observed
                 .first_byte
@@ -340,6 +344,12 @@ fn usage_complete(ex: &Exchange, observed: &Observed, outcome: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// What `tokens` a miss could have read cost over reading them, nano-USD.
+fn miss_cost(rates: &Rates, tokens: u64) -> Option<u64> {
+    let over = rates.input?.saturating_sub(rates.cache_read?);
+    u64::try_from((u128::from(tokens) * u128::from(over) + 500) / 1000).ok()
 }
 
 /// What the cache writes of `u` cost over the same tokens billed as input, nano-USD.
@@ -518,6 +528,7 @@ impl Telemetry {
                     uncached: Some(0),
                 },
                 premium: None,
+                miss_cost: None,
                 model: canonical.map(str::to_owned).or_else(|| ex.model.clone()),
             };
             let mut record = self.ledger_record(ex, &facts);
@@ -535,6 +546,17 @@ impl Telemetry {
             storage_nusd = nusd,
             "cache storage"
         );
+    }
+
+    /// The base rates of `model` today (on the proxy's clock).
+    pub fn rates_now(&self, model: &str) -> Option<Rates> {
+        Some(self.price_on(model, self.clock.now())?.rates.clone())
+    }
+
+    /// Every priced model's minimum cacheable prompt today.
+    pub fn minimums_now(&self) -> Vec<(String, u64)> {
+        self.prices
+            .minimums_on(&crate::clock::utc_date(self.clock.now()))
     }
 
     /// The price row of `model` in force on the day of `at` (its rates, tiers and minimum).
@@ -652,13 +674,20 @@ impl Telemetry {
         let u = usage.unwrap_or_default();
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         if let Some(ledger) = self.ledger.get() {
-            let premium = price.and_then(|p| write_premium(&p.rates_for(u.input_total()), &u));
+            let rates = price.map(|p| p.rates_for(u.input_total()));
+            let premium = rates.as_ref().and_then(|r| write_premium(r, &u));
+            let miss_cost = ex
+                .miss
+                .as_ref()
+                .zip(rates.as_ref())
+                .and_then(|(m, r)| miss_cost(r, m.tokens));
             let facts = RecordFacts {
                 observed,
                 overhead,
                 error,
                 cost,
                 premium,
+                miss_cost,
                 model: canonical.map(str::to_owned).or_else(|| ex.model.clone()),
             };
             ledger.record(self.ledger_record(ex, &facts));

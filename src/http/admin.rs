@@ -21,6 +21,10 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/usage", get(usage))
+        .route("/api/misses", get(misses))
+        .route("/api/prefixes", get(prefixes))
+        .route("/api/advice", get(advice))
+        .route("/api/instances", get(instances))
 }
 
 async fn healthz() -> &'static str {
@@ -57,37 +61,103 @@ struct UsageQuery {
     from: Option<String>,
     to: Option<String>,
     group_by: Option<String>,
+    limit: Option<i64>,
 }
 
-/// `/api/usage?from&to&group_by=team|model|upstream|day|hour|prefix|miss_reason`: the ledger's
-/// totals per group over `[from, to)` (RFC 3339 or Unix milliseconds; by default the last 24
-/// hours, by day).
-async fn usage(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<UsageQuery>,
-) -> Response {
-    if !authorized(&app, &headers) {
-        return ProxyError::Unauthorized.into_response_in(Dialect::OpenAi);
+/// The ledger and the range `[from, to)` an `/api/*` request asks about (RFC 3339 or Unix
+/// milliseconds; by default the last 24 hours), or the response that refuses it.
+fn ledger_range(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: &UsageQuery,
+) -> Result<(crate::ledger::Ledger, i64, i64), Box<Response>> {
+    if !authorized(app, headers) {
+        return Err(Box::new(
+            ProxyError::Unauthorized.into_response_in(Dialect::OpenAi),
+        ));
     }
     let Some(ledger) = app.telemetry().ledger() else {
-        return api_error(
+        return Err(Box::new(api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no ledger: set [ledger] url",
-        );
+        )));
     };
     let now = app.clock().now();
     let to = match query.to.as_deref().map(instant) {
         None => unix_ms(now),
         Some(Some(ms)) => ms,
-        Some(None) => return api_error(StatusCode::BAD_REQUEST, "to: RFC 3339 or Unix ms"),
+        Some(None) => {
+            return Err(Box::new(api_error(
+                StatusCode::BAD_REQUEST,
+                "to: RFC 3339 or Unix ms",
+            )));
+        }
     };
     let from = match query.from.as_deref().map(instant) {
         None => to - DAY_MS,
         Some(Some(ms)) => ms,
-        Some(None) => return api_error(StatusCode::BAD_REQUEST, "from: RFC 3339 or Unix ms"),
+        Some(None) => {
+            return Err(Box::new(api_error(
+                StatusCode::BAD_REQUEST,
+                "from: RFC 3339 or Unix ms",
+            )));
+        }
     };
-    let group_by = match query.group_by.as_deref().map(GroupBy::parse) {
+    Ok((ledger.clone(), from, to))
+}
+
+/// A reading of the ledger as JSON, or a 500 that says reading failed.
+fn answer<T: serde::Serialize>(read: Result<T, sqlx::Error>) -> Response {
+    match read {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the ledger failed");
+            api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the ledger failed",
+            )
+        }
+    }
+}
+
+/// An authorized `/api/*` request: the ledger, the range `[from, to)` and the query.
+struct Api {
+    ledger: crate::ledger::Ledger,
+    from: i64,
+    to: i64,
+    query: UsageQuery,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Api {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &AppState,
+    ) -> Result<Self, Response> {
+        let query = Query::<UsageQuery>::try_from_uri(&parts.uri)
+            .map_err(|e| api_error(StatusCode::BAD_REQUEST, &e.body_text()))?
+            .0;
+        let (ledger, from, to) = ledger_range(app, &parts.headers, &query).map_err(|r| *r)?;
+        Ok(Api {
+            ledger,
+            from,
+            to,
+            query,
+        })
+    }
+}
+
+impl Api {
+    fn store(&self) -> &crate::ledger::Store {
+        self.ledger.store()
+    }
+}
+
+/// `/api/usage?from&to&group_by=team|model|upstream|day|hour|prefix|miss_reason`: the ledger's
+/// totals per group over `[from, to)` (by default by day).
+async fn usage(api: Api) -> Response {
+    let group_by = match api.query.group_by.as_deref().map(GroupBy::parse) {
         None => GroupBy::Day,
         Some(Some(g)) => g,
         Some(None) => {
@@ -97,16 +167,39 @@ async fn usage(
             );
         }
     };
-    match ledger.store().usage(from, to, group_by).await {
-        Ok(usage) => Json(usage).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "reading the ledger failed");
-            api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "reading the ledger failed",
-            )
-        }
+    answer(api.store().usage(api.from, api.to, group_by).await)
+}
+
+/// `/api/misses?from&to`: miss reasons, the most frequent first, with what they cost, the
+/// latest example (prefix key and segment) and the fix.
+async fn misses(api: Api) -> Response {
+    answer(api.store().misses(api.from, api.to).await)
+}
+
+/// `/api/prefixes?from&to&limit`: the costliest prefixes (20 by default, at most 1000).
+async fn prefixes(api: Api) -> Response {
+    let limit = api.query.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return api_error(StatusCode::BAD_REQUEST, "limit: 1 to 1000");
     }
+    answer(api.store().prefixes(api.from, api.to, limit).await)
+}
+
+/// `/api/advice?from&to`: what would have saved more (see `ledger::insights`).
+async fn advice(State(app): State<AppState>, api: Api) -> Response {
+    let telemetry = app.telemetry();
+    let rates = |model: &str| telemetry.rates_now(model);
+    let minimums = telemetry.minimums_now();
+    answer(
+        api.store()
+            .advice(api.from, api.to, &rates, &minimums)
+            .await,
+    )
+}
+
+/// `/api/instances?from&to`: the proxy instances that wrote to the ledger.
+async fn instances(api: Api) -> Response {
+    answer(api.store().instances(api.from, api.to).await)
 }
 
 const DAY_MS: i64 = 24 * 3600 * 1000;

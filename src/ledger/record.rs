@@ -47,6 +47,11 @@ pub struct LedgerRecord {
     pub miss_reason: Option<&'static str>,
     /// Tokens the miss could have served.
     pub miss_tokens: Option<i64>,
+    /// Where the request diverged from what its tenant sent before (`system 1`): a name,
+    /// never text.
+    pub miss_segment: Option<String>,
+    /// What the miss cost: its tokens at the input price less the cache-read price.
+    pub miss_cost_nusd: Option<i64>,
     pub latency_ms: f64,
     pub ttfb_ms: Option<f64>,
     pub overhead_ms: f64,

@@ -49,6 +49,8 @@ macro_rules! push_rows {
                 .push_bind(i32::from(r.breakpoints))
                 .push_bind(r.miss_reason)
                 .push_bind(r.miss_tokens)
+                .push_bind(r.miss_segment.clone())
+                .push_bind(r.miss_cost_nusd)
                 .push_bind(r.latency_ms)
                 .push_bind(r.ttfb_ms)
                 .push_bind(r.overhead_ms);
@@ -83,7 +85,8 @@ const COLUMNS: &str = "at_ms, request_id, call, caused_by, instance_id, tenant, 
     provider, model, endpoint, stream, status, outcome, usage_complete, input_uncached, \
     cache_read, cache_write_5m, cache_write_1h, output, cost_nusd, cost_uncached_nusd, \
     write_premium_nusd, storage_nusd, prefix_key, plan_branch, rewrites, client_markers, \
-    breakpoints, miss_reason, miss_tokens, latency_ms, ttfb_ms, overhead_ms";
+    breakpoints, miss_reason, miss_tokens, miss_segment, miss_cost_nusd, latency_ms, ttfb_ms, \
+    overhead_ms";
 
 impl Store {
     /// Opens `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`) and brings its schema

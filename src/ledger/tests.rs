@@ -1,7 +1,7 @@
 use super::*;
 use crate::usage::Usage;
 
-fn record(id: &str, call: &'static str) -> LedgerRecord {
+pub(crate) fn record(id: &str, call: &'static str) -> LedgerRecord {
     LedgerRecord {
         at_ms: 1_800_000_000_000,
         request_id: id.into(),

@@ -544,3 +544,105 @@ async fn sigkill_under_load_keeps_every_record_older_than_the_flush_interval() {
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The dashboard's readings over HTTP: misses with their fix, the costliest prefixes, advice
+/// and instances, behind `[admin] token`.
+#[tokio::test]
+async fn the_dashboard_readings_are_served_behind_the_admin_token() {
+    let sim = start_simulator().await;
+    let proxy = TestProxy::spawn(&format!(
+        "[admin]\ntoken = \"dash-secret\"\n\
+         [[upstreams]]\nname = \"ledger-insights\"\nprovider = \"anthropic\"\n\
+         base_url = \"http://{sim}/anthropic\"\n"
+    ))
+    .await;
+    let manual = "Answer from the handbook below. ".repeat(400);
+    for hour in ["09:00", "10:00", "11:00"] {
+        let body = json!({"model": "claude-sonnet-4-6", "max_tokens": 16,
+            "system": format!("Current time: 2026-11-30 {hour} UTC. {manual}"),
+            "messages": [{"role": "user", "content": "What is the refund policy?"}]});
+        let r = client()
+            .post(proxy.url("/ledger-insights/v1/messages"))
+            .header("x-api-key", "k-insights")
+            .header("x-cachet-team", "support")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    eventually("recorded", || proxy.recorded() == 3).await;
+    let ledger = proxy.state.telemetry().ledger().unwrap().clone();
+    assert!(ledger.flush(std::time::Duration::from_secs(10)).await);
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = client().get(proxy.url(path));
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            (status, body)
+        }
+    };
+    let token = Some("dash-secret");
+    for path in [
+        "/api/misses",
+        "/api/prefixes",
+        "/api/advice",
+        "/api/instances",
+    ] {
+        assert_eq!(get(path, None).await.0, 401, "{path} without the token");
+        assert_eq!(
+            get(path, Some("wrong")).await.0,
+            401,
+            "{path} with a wrong token"
+        );
+    }
+    let (status, misses) = get("/api/misses", token).await;
+    assert_eq!(status, 200, "{misses}");
+    let timestamp = misses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["reason"] == "timestamp_in_prefix")
+        .unwrap_or_else(|| panic!("{misses}"));
+    assert_eq!(timestamp["count"], 2);
+    assert!(timestamp["tokens"].as_i64().unwrap() > 1000);
+    assert!(timestamp["cost_nusd"].as_i64().unwrap() > 0);
+    assert!(
+        timestamp["example_segment"]
+            .as_str()
+            .unwrap()
+            .starts_with("system")
+    );
+    assert!(
+        timestamp["fix"]
+            .as_str()
+            .unwrap()
+            .contains("timestamp out of the system prompt")
+    );
+    let (status, prefixes) = get("/api/prefixes?limit=5", token).await;
+    assert_eq!(status, 200);
+    let rows = prefixes["rows"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 5, "{prefixes}");
+    assert_eq!(rows[0]["team"], "support");
+    assert_eq!(get("/api/prefixes?limit=0", token).await.0, 400);
+    let (status, advice) = get("/api/advice", token).await;
+    assert_eq!(status, 200);
+    for list in [
+        "one_hour_ttl",
+        "under_minimum",
+        "no_markers",
+        "silent_upstreams",
+    ] {
+        assert!(advice[list].is_array(), "{list}: {advice}");
+    }
+    let (status, instances) = get("/api/instances", token).await;
+    assert_eq!(status, 200);
+    assert_eq!(instances.as_array().unwrap().len(), 1);
+    assert_eq!(instances[0]["requests"], 3);
+    assert_eq!(get("/api/misses?from=yesterday", token).await.0, 400);
+}

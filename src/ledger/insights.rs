@@ -1,0 +1,516 @@
+//! The dashboard's readings of the ledger beyond the totals of `/api/usage`: why requests
+//! missed, which prefixes cost most and how well their writes paid off, advice, and which
+//! proxy instances wrote the records. Each is one pass over a time range `[from, to)` of the
+//! store (SQLite or PostgreSQL, the same SQL but for the placeholders).
+//!
+//! Some readings follow writes to the reads that used them. A record only says how many tokens
+//! it wrote after how many it read, so a write is taken as *used* when a later call of the same
+//! tenant and model read at least as many tokens as the written prefix ended at, before the
+//! write's TTL ran out. The written prefix is a prefix of anything that long the tenant sent
+//! next in practice (the same conversation or document), which is what the dashboard needs to
+//! tell paying writes from wasted ones.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::Store;
+use super::store::on_pool;
+use crate::explain::Reason;
+use crate::pricing::Rates;
+
+/// Most records one reading looks at; a longer range is read from its start and says so.
+pub const SCAN_LIMIT: i64 = 500_000;
+
+const FIVE_MINUTES_MS: i64 = 5 * 60 * 1000;
+const HOUR_MS: i64 = 60 * 60 * 1000;
+
+/// One miss reason over the range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MissRow {
+    pub reason: String,
+    pub count: i64,
+    /// Tokens the misses could have read.
+    pub tokens: i64,
+    /// Those tokens at the input price less the cache-read price (over the priced misses).
+    pub cost_nusd: i64,
+    /// The latest such miss: its prefix key and the segment where it diverged (never text).
+    pub example_prefix: Option<String>,
+    pub example_segment: Option<String>,
+    /// What to change.
+    pub fix: &'static str,
+}
+
+/// One prefix over the range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrefixRow {
+    pub prefix_key: String,
+    pub team: String,
+    pub model: String,
+    pub requests: i64,
+    pub tokens: super::usage::Tokens,
+    pub cost_nusd: i64,
+    pub hit_rate: Option<f64>,
+    /// Calls that read from cache, and that wrote to it.
+    pub reads: i64,
+    pub writes: i64,
+    pub reads_per_write: Option<f64>,
+    /// Writes never read before their TTL ran out (see the module's note).
+    pub wasted_writes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prefixes {
+    pub rows: Vec<PrefixRow>,
+    /// The range held more records than one reading looks at: wasted writes count the first
+    /// `SCAN_LIMIT` only.
+    pub truncated: bool,
+}
+
+/// A prefix whose 5-minute writes were written again 5 to 60 minutes later: a 1h TTL would have
+/// turned those re-writes into reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OneHourAdvice {
+    pub prefix_key: String,
+    pub model: String,
+    pub rewrites: i64,
+    /// The re-writes' cost over reads, less the 1h premium on the writes before them.
+    pub saving_nusd: i64,
+}
+
+/// Prompts a little under their model's minimum cacheable length, with no cache activity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnderMinimum {
+    pub model: String,
+    pub min_cacheable_tokens: i64,
+    pub requests: i64,
+    pub tokens: i64,
+}
+
+/// A team whose requests to a provider that takes cache markers carry none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NoMarkers {
+    pub team: String,
+    pub upstream: String,
+    pub requests: i64,
+    /// Breakpoints cachet added for them.
+    pub breakpoints_added: i64,
+}
+
+/// An upstream whose marked requests report no cache activity at all: a path that silently
+/// loses the markers (a gateway that strips them, a model without caching).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SilentUpstream {
+    pub upstream: String,
+    pub marked_requests: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Advice {
+    pub one_hour_ttl: Vec<OneHourAdvice>,
+    pub under_minimum: Vec<UnderMinimum>,
+    pub no_markers: Vec<NoMarkers>,
+    pub silent_upstreams: Vec<SilentUpstream>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Instance {
+    pub instance_id: String,
+    pub requests: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Marked requests an upstream must have answered, all without cache activity, to be named.
+const SILENT_AFTER: i64 = 10;
+
+/// A prompt this close under its model's minimum (as a fraction of it) is "just under".
+const JUST_UNDER: f64 = 0.75;
+
+/// `?` or `$n` for the n-th bound value.
+fn p(postgres: bool, n: usize) -> String {
+    if postgres {
+        format!("${n}")
+    } else {
+        "?".to_owned()
+    }
+}
+
+/// One record with cache activity, in time order, for following writes to their reads.
+#[derive(Debug, Clone)]
+struct Activity {
+    tenant: String,
+    model: String,
+    prefix_key: Option<String>,
+    at_ms: i64,
+    cache_read: i64,
+    write_5m: i64,
+    write_1h: i64,
+}
+
+/// What following writes to reads found.
+#[derive(Debug, Default)]
+struct Followed {
+    /// Prefix key → writes never read before they expired.
+    wasted: HashMap<String, i64>,
+    /// (prefix key, model) → (re-writes a 1h TTL would have avoided, their saving).
+    one_hour: HashMap<(String, String), (i64, i64)>,
+}
+
+/// A write still waiting for a read.
+struct Pending {
+    prefix_key: Option<String>,
+    /// The written prefix ends here (tokens read before it + tokens written).
+    end: i64,
+    expires_ms: i64,
+}
+
+/// Follows every write to the reads that used it (see the module's note). `to` is the range's
+/// end: a write whose TTL outlasts it is neither used nor wasted yet. `rates` prices a model.
+fn follow(rows: &[Activity], to: i64, rates: &(dyn Fn(&str) -> Option<Rates> + Sync)) -> Followed {
+    let mut out = Followed::default();
+    let mut pending: HashMap<(&str, &str), Vec<Pending>> = HashMap::new();
+    // (tenant, model, end) → (when the prefix was last used, whether its TTL was 1h, the
+    // tokens the last write wrote).
+    let mut last_use: HashMap<(&str, &str, i64), (i64, bool, i64)> = HashMap::new();
+    for row in rows {
+        let stream = (row.tenant.as_str(), row.model.as_str());
+        let waiting = pending.entry(stream).or_default();
+        waiting.retain(|w| {
+            let used = row.cache_read > 0 && row.cache_read >= w.end && row.at_ms <= w.expires_ms;
+            let expired = w.expires_ms < row.at_ms;
+            if expired && !used {
+                if let Some(key) = &w.prefix_key {
+                    *out.wasted.entry(key.clone()).or_default() += 1;
+                }
+            }
+            !(used || expired)
+        });
+        if row.cache_read > 0 {
+            // A read refreshes the TTL of every prefix it covers; only its own end is tracked.
+            if let Some(use_) = last_use.get_mut(&(stream.0, stream.1, row.cache_read)) {
+                use_.0 = row.at_ms;
+            }
+        }
+        let written = row.write_5m + row.write_1h;
+        if written == 0 {
+            continue;
+        }
+        let end = row.cache_read + written;
+        let one_hour = row.write_1h > 0;
+        let ttl = if one_hour { HOUR_MS } else { FIVE_MINUTES_MS };
+        waiting.push(Pending {
+            prefix_key: row.prefix_key.clone(),
+            end,
+            expires_ms: row.at_ms + ttl,
+        });
+        let key = (stream.0, stream.1, end);
+        if let (Some(&(last, false, before)), Some(key_name)) =
+            (last_use.get(&key), row.prefix_key.as_ref())
+        {
+            let gap = row.at_ms - last;
+            if gap > FIVE_MINUTES_MS && gap <= HOUR_MS {
+                if let Some(r) = rates(&row.model) {
+                    let read = r.cache_read.unwrap_or(0);
+                    let w5 = r.cache_write_5m.unwrap_or(0);
+                    let w1h = r.cache_write_1h.unwrap_or(w5);
+                    let saved = i128::from(written) * (i128::from(w5) - i128::from(read));
+                    let premium = i128::from(before) * (i128::from(w1h) - i128::from(w5));
+                    let nano = i64::try_from((saved - premium) / 1000).unwrap_or(0);
+                    let entry = out
+                        .one_hour
+                        .entry((key_name.clone(), row.model.clone()))
+                        .or_default();
+                    entry.0 += 1;
+                    entry.1 += nano;
+                }
+            }
+        }
+        last_use.insert(key, (row.at_ms, one_hour, written));
+    }
+    for (_, waiting) in pending {
+        for w in waiting.into_iter().filter(|w| w.expires_ms <= to) {
+            if let Some(key) = w.prefix_key {
+                *out.wasted.entry(key).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Rows of a query as values of either database (`$f` turns a row into a value).
+macro_rules! fetch {
+    ($store:expr, $sql:expr, [$($bind:expr),*], |$r:ident| $f:expr) => {
+        on_pool!($store, pool => {
+            let rows = sqlx::query($sql)$(.bind($bind))*.fetch_all(pool).await?;
+            rows.iter().map(|$r| $f).collect::<Vec<_>>()
+        })
+    };
+}
+
+impl Store {
+    /// Miss reasons over `[from, to)`, the most frequent first.
+    pub async fn misses(&self, from: i64, to: i64) -> Result<Vec<MissRow>, sqlx::Error> {
+        let pg = matches!(self, Store::Postgres(_));
+        let sql = format!(
+            "SELECT miss_reason AS reason, CAST(COUNT(*) AS BIGINT) AS n, \
+             CAST(COALESCE(SUM(miss_tokens), 0) AS BIGINT) AS tokens, \
+             CAST(COALESCE(SUM(miss_cost_nusd), 0) AS BIGINT) AS cost \
+             FROM ledger WHERE miss_reason IS NOT NULL AND at_ms >= {} AND at_ms < {} \
+             GROUP BY miss_reason ORDER BY n DESC, reason",
+            p(pg, 1),
+            p(pg, 2)
+        );
+        let mut rows = fetch!(self, &sql, [from, to], |r| (
+            r.try_get::<String, _>("reason").unwrap_or_default(),
+            r.try_get::<i64, _>("n").unwrap_or_default(),
+            r.try_get::<i64, _>("tokens").unwrap_or_default(),
+            r.try_get::<i64, _>("cost").unwrap_or_default(),
+        ));
+        let example = format!(
+            "SELECT prefix_key, miss_segment FROM ledger WHERE miss_reason = {} \
+             AND at_ms >= {} AND at_ms < {} ORDER BY at_ms DESC LIMIT 1",
+            p(pg, 1),
+            p(pg, 2),
+            p(pg, 3)
+        );
+        let mut out = Vec::with_capacity(rows.len());
+        for (reason, count, tokens, cost) in rows.drain(..) {
+            let latest = fetch!(self, &example, [reason.clone(), from, to], |r| (
+                r.try_get::<Option<String>, _>("prefix_key").ok().flatten(),
+                r.try_get::<Option<String>, _>("miss_segment")
+                    .ok()
+                    .flatten(),
+            ));
+            let (example_prefix, example_segment) = latest.into_iter().next().unwrap_or_default();
+            out.push(MissRow {
+                fix: Reason::parse(&reason).map_or("", Reason::fix),
+                reason,
+                count,
+                tokens,
+                cost_nusd: cost,
+                example_prefix,
+                example_segment,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The records with cache activity over `[from, to)`, in time order (at most `SCAN_LIMIT`),
+    /// and whether there were more.
+    async fn activity(&self, from: i64, to: i64) -> Result<(Vec<Activity>, bool), sqlx::Error> {
+        let pg = matches!(self, Store::Postgres(_));
+        let sql = format!(
+            "SELECT tenant, COALESCE(model, '') AS model, prefix_key, at_ms, cache_read, \
+             cache_write_5m, cache_write_1h FROM ledger WHERE at_ms >= {} AND at_ms < {} \
+             AND (cache_read > 0 OR cache_write_5m > 0 OR cache_write_1h > 0) \
+             ORDER BY at_ms, id LIMIT {}",
+            p(pg, 1),
+            p(pg, 2),
+            p(pg, 3)
+        );
+        let rows = fetch!(self, &sql, [from, to, SCAN_LIMIT + 1], |r| Activity {
+            tenant: r.try_get("tenant").unwrap_or_default(),
+            model: r.try_get("model").unwrap_or_default(),
+            prefix_key: r.try_get("prefix_key").ok().flatten(),
+            at_ms: r.try_get("at_ms").unwrap_or_default(),
+            cache_read: r.try_get("cache_read").unwrap_or_default(),
+            write_5m: r.try_get("cache_write_5m").unwrap_or_default(),
+            write_1h: r.try_get("cache_write_1h").unwrap_or_default(),
+        });
+        let truncated = rows.len() as i64 > SCAN_LIMIT;
+        let mut rows = rows;
+        rows.truncate(usize::try_from(SCAN_LIMIT).unwrap_or(usize::MAX));
+        Ok((rows, truncated))
+    }
+
+    /// The `limit` costliest prefixes over `[from, to)`.
+    pub async fn prefixes(&self, from: i64, to: i64, limit: i64) -> Result<Prefixes, sqlx::Error> {
+        let pg = matches!(self, Store::Postgres(_));
+        let sql = format!(
+            "SELECT prefix_key AS k, COALESCE(MAX(team), '') AS team, \
+             COALESCE(MAX(model), '') AS model, CAST(COUNT(*) AS BIGINT) AS requests, \
+             CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
+             CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
+             CAST(COALESCE(SUM(cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cw, \
+             CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
+             CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS cost, \
+             CAST(COALESCE(SUM(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS reads, \
+             CAST(COALESCE(SUM(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END), 0) \
+                AS BIGINT) AS writes \
+             FROM ledger WHERE prefix_key IS NOT NULL AND at_ms >= {} AND at_ms < {} \
+             GROUP BY prefix_key ORDER BY cost DESC, k LIMIT {}",
+            p(pg, 1),
+            p(pg, 2),
+            p(pg, 3)
+        );
+        let mut rows = fetch!(self, &sql, [from, to, limit], |r| {
+            let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();
+            let tokens = super::usage::Tokens {
+                input_uncached: int("iu"),
+                cache_read: int("cr"),
+                cache_write: int("cw"),
+                output: int("out"),
+            };
+            let input = tokens.input_uncached + tokens.cache_read + tokens.cache_write;
+            PrefixRow {
+                prefix_key: r.try_get("k").unwrap_or_default(),
+                team: r.try_get("team").unwrap_or_default(),
+                model: r.try_get("model").unwrap_or_default(),
+                requests: int("requests"),
+                hit_rate: (input > 0).then(|| tokens.cache_read as f64 / input as f64),
+                tokens,
+                cost_nusd: int("cost"),
+                reads: int("reads"),
+                writes: int("writes"),
+                reads_per_write: (int("writes") > 0)
+                    .then(|| int("reads") as f64 / int("writes") as f64),
+                wasted_writes: 0,
+            }
+        });
+        let (activity, truncated) = self.activity(from, to).await?;
+        let followed = follow(&activity, to, &|_| None);
+        for row in &mut rows {
+            row.wasted_writes = followed.wasted.get(&row.prefix_key).copied().unwrap_or(0);
+        }
+        Ok(Prefixes { rows, truncated })
+    }
+
+    /// The advisor's findings over `[from, to)`. `rates` prices a model; `minimums` are the
+    /// price table's minimum cacheable prompts per model.
+    pub async fn advice(
+        &self,
+        from: i64,
+        to: i64,
+        rates: &(dyn Fn(&str) -> Option<Rates> + Sync),
+        minimums: &[(String, u64)],
+    ) -> Result<Advice, sqlx::Error> {
+        let pg = matches!(self, Store::Postgres(_));
+        let (activity, truncated) = self.activity(from, to).await?;
+        let followed = follow(&activity, to, rates);
+        let mut one_hour_ttl: Vec<OneHourAdvice> = followed
+            .one_hour
+            .into_iter()
+            .filter(|(_, (_, saving))| *saving > 0)
+            .map(
+                |((prefix_key, model), (rewrites, saving_nusd))| OneHourAdvice {
+                    prefix_key,
+                    model,
+                    rewrites,
+                    saving_nusd,
+                },
+            )
+            .collect();
+        one_hour_ttl.sort_by(|a, b| {
+            b.saving_nusd
+                .cmp(&a.saving_nusd)
+                .then(a.prefix_key.cmp(&b.prefix_key))
+        });
+
+        let under_sql = format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n, \
+             CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS tokens FROM ledger \
+             WHERE model = {} AND at_ms >= {} AND at_ms < {} AND call = 'client' \
+             AND cache_read = 0 AND cache_write_5m = 0 AND cache_write_1h = 0 \
+             AND input_uncached >= {} AND input_uncached < {}",
+            p(pg, 1),
+            p(pg, 2),
+            p(pg, 3),
+            p(pg, 4),
+            p(pg, 5)
+        );
+        let mut under_minimum = Vec::new();
+        for (model, min) in minimums {
+            let min = i64::try_from(*min).unwrap_or(i64::MAX);
+            let low = (min as f64 * JUST_UNDER) as i64;
+            let found = fetch!(self, &under_sql, [model.clone(), from, to, low, min], |r| (
+                r.try_get::<i64, _>("n").unwrap_or_default(),
+                r.try_get::<i64, _>("tokens").unwrap_or_default(),
+            ));
+            if let Some(&(requests, tokens)) = found.first().filter(|(n, _)| *n > 0) {
+                under_minimum.push(UnderMinimum {
+                    model: model.clone(),
+                    min_cacheable_tokens: min,
+                    requests,
+                    tokens,
+                });
+            }
+        }
+
+        let markers_sql = format!(
+            "SELECT COALESCE(team, '') AS team, upstream, CAST(COUNT(*) AS BIGINT) AS n, \
+             CAST(COALESCE(SUM(client_markers), 0) AS BIGINT) AS markers, \
+             CAST(COALESCE(SUM(breakpoints), 0) AS BIGINT) AS added \
+             FROM ledger WHERE provider = 'anthropic' AND call = 'client' \
+             AND at_ms >= {} AND at_ms < {} GROUP BY COALESCE(team, ''), upstream \
+             ORDER BY n DESC, team",
+            p(pg, 1),
+            p(pg, 2)
+        );
+        let no_markers = fetch!(self, &markers_sql, [from, to], |r| (
+            NoMarkers {
+                team: r.try_get("team").unwrap_or_default(),
+                upstream: r.try_get("upstream").unwrap_or_default(),
+                requests: r.try_get("n").unwrap_or_default(),
+                breakpoints_added: r.try_get("added").unwrap_or_default(),
+            },
+            r.try_get::<i64, _>("markers").unwrap_or_default(),
+        ))
+        .into_iter()
+        .filter(|(_, markers)| *markers == 0)
+        .map(|(row, _)| row)
+        .collect();
+
+        let silent_sql = format!(
+            "SELECT upstream, CAST(COUNT(*) AS BIGINT) AS n, \
+             CAST(COALESCE(SUM(cache_read + cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cached \
+             FROM ledger WHERE (breakpoints > 0 OR client_markers > 0) AND outcome = 'ok' \
+             AND at_ms >= {} AND at_ms < {} GROUP BY upstream ORDER BY upstream",
+            p(pg, 1),
+            p(pg, 2)
+        );
+        let silent_upstreams = fetch!(self, &silent_sql, [from, to], |r| (
+            r.try_get::<String, _>("upstream").unwrap_or_default(),
+            r.try_get::<i64, _>("n").unwrap_or_default(),
+            r.try_get::<i64, _>("cached").unwrap_or_default(),
+        ))
+        .into_iter()
+        .filter(|(_, n, cached)| *n >= SILENT_AFTER && *cached == 0)
+        .map(|(upstream, marked_requests, _)| SilentUpstream {
+            upstream,
+            marked_requests,
+        })
+        .collect();
+
+        Ok(Advice {
+            one_hour_ttl,
+            under_minimum,
+            no_markers,
+            silent_upstreams,
+            truncated,
+        })
+    }
+
+    /// The proxy instances that wrote records over `[from, to)`.
+    pub async fn instances(&self, from: i64, to: i64) -> Result<Vec<Instance>, sqlx::Error> {
+        let pg = matches!(self, Store::Postgres(_));
+        let sql = format!(
+            "SELECT instance_id, CAST(COUNT(*) AS BIGINT) AS n, MIN(at_ms) AS first, \
+             MAX(at_ms) AS last FROM ledger WHERE at_ms >= {} AND at_ms < {} \
+             GROUP BY instance_id ORDER BY instance_id",
+            p(pg, 1),
+            p(pg, 2)
+        );
+        Ok(fetch!(self, &sql, [from, to], |r| Instance {
+            instance_id: r.try_get("instance_id").unwrap_or_default(),
+            requests: r.try_get("n").unwrap_or_default(),
+            first_ms: r.try_get("first").unwrap_or_default(),
+            last_ms: r.try_get("last").unwrap_or_default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
