@@ -66,6 +66,7 @@ pub async fn run(listen: SocketAddr, once: bool) -> anyhow::Result<()> {
         println!("  ANTHROPIC_BASE_URL={base}/anthropic ANTHROPIC_API_KEY=sk-demo");
         println!("  GOOGLE_GEMINI_BASE_URL={base}/gemini GOOGLE_API_KEY=demo");
         println!("  metrics: {base}/metrics    Ctrl-C to stop");
+        println!("\nThe team's cost dashboard, live: {base}/dashboard");
     }
     proxy.await??;
     sim_task.abort();

@@ -69,6 +69,11 @@ enum Command {
         /// non-zero when one on the cachet route is not the fault injected on it.
         #[arg(long, value_name = "JSON|@FILE", value_parser = cachet::sim::Faults::from_arg)]
         faults: Option<cachet::sim::Faults>,
+        /// Instead of measuring, send the workloads' requests in order to a running cachet
+        /// (`http://HOST:PORT`, whose upstreams point at `cachet sim`), in real time order but
+        /// without waiting out the gaps: traffic for its ledger and dashboard.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["json", "faults"])]
+        send_to: Option<String>,
     },
     /// Simulator and proxy in one process, a small workload in every dialect, a summary table.
     Demo {
@@ -132,6 +137,7 @@ async fn main() -> std::process::ExitCode {
             scale,
             json,
             faults,
+            send_to,
         } => {
             let scale = match scale {
                 ScaleArg::Ci => cachet::replay::workload::Scale::Ci,
@@ -143,6 +149,7 @@ async fn main() -> std::process::ExitCode {
                 scale,
                 json,
                 faults,
+                send_to,
             };
             cachet::replay::run_cli(options).await
         }

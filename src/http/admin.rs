@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/prefixes", get(prefixes))
         .route("/api/advice", get(advice))
         .route("/api/instances", get(instances))
+        .merge(super::dashboard::routes())
 }
 
 async fn healthz() -> &'static str {

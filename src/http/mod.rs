@@ -11,6 +11,7 @@
 //! upstream client enforces connect, first-byte and idle timeouts instead.
 
 mod admin;
+mod dashboard;
 pub use admin::metrics_text;
 pub(crate) mod cached_content;
 mod proxy;

@@ -37,6 +37,8 @@ pub struct Options {
     pub json: bool,
     /// Faults the simulator injects on every route (`--faults`).
     pub faults: Option<Faults>,
+    /// Send the requests to this running cachet instead of measuring (`--send-to`).
+    pub send_to: Option<String>,
 }
 
 /// `cachet replay`: prints each workload's digest, then the table (or the JSON report). With
@@ -51,6 +53,13 @@ pub async fn run_cli(options: Options) -> anyhow::Result<()> {
             BUILT_IN.join(", ")
         ),
     };
+    if let Some(base) = &options.send_to {
+        let mut workloads = Vec::new();
+        for name in &names {
+            workloads.extend(load(name, options.scale)?);
+        }
+        return send_to(base, &workloads).await;
+    }
     let mut progress = Progress::new();
     let mut reports = Vec::new();
     for name in names {
@@ -112,6 +121,52 @@ pub async fn run_cli(options: Options) -> anyhow::Result<()> {
              them: a defect of cachet's"
         );
     }
+    Ok(())
+}
+
+/// `--send-to`: every request of `workloads`, one after the other, to the cachet at `base`;
+/// prints the count of each status, and fails if a request got no answer or a 5xx.
+async fn send_to(base: &str, workloads: &[Workload]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let base = base.trim_end_matches('/');
+    let mut statuses: std::collections::BTreeMap<u16, u64> = std::collections::BTreeMap::new();
+    for workload in workloads {
+        for request in &workload.requests {
+            let mut builder = client
+                .post(format!("{base}/{}{}", request.upstream, request.path))
+                .header("content-type", "application/json");
+            for (name, value) in &request.headers {
+                builder = builder.header(name, value);
+            }
+            let res = builder
+                .body(serde_json::to_vec(&request.body)?)
+                .send()
+                .await
+                .with_context(|| format!("sending to {base}"))?;
+            let status = res.status().as_u16();
+            res.bytes()
+                .await
+                .with_context(|| format!("reading from {base}"))?;
+            *statuses.entry(status).or_default() += 1;
+        }
+        println!(
+            "sent {} {} ({} requests)",
+            workload.name,
+            workload.provider.upstream(),
+            workload.requests.len()
+        );
+    }
+    let summary: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
+    println!("answers: {}", summary.join(" "));
+    let failed: u64 = statuses
+        .iter()
+        .filter(|(s, _)| **s >= 500)
+        .map(|(_, n)| n)
+        .sum();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} request(s) answered with a server error"
+    );
     Ok(())
 }
 

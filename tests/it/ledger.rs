@@ -646,3 +646,66 @@ async fn the_dashboard_readings_are_served_behind_the_admin_token() {
     assert_eq!(instances[0]["requests"], 3);
     assert_eq!(get("/api/misses?from=yesterday", token).await.0, 400);
 }
+
+/// Two `cachet serve` processes writing one PostgreSQL ledger show as one team: either one's
+/// `/api/usage` counts both's traffic, and `/api/instances` names each.
+#[tokio::test]
+async fn two_proxies_writing_one_postgres_ledger_show_as_one_team() {
+    let sim = start_simulator().await;
+    let url = postgres_url("team").await;
+    let config = format!(
+        "[ledger]\nurl = \"{url}\"\nflush_interval = \"1h\"\n\
+         [[upstreams]]\nname = \"ledger-team\"\nprovider = \"anthropic\"\n\
+         base_url = \"http://{sim}/anthropic\"\n"
+    );
+    let proxies = [
+        TestProxy::spawn(&config).await,
+        TestProxy::spawn(&config).await,
+    ];
+    for (proxy, team) in proxies.iter().zip(["search", "support"]) {
+        for _ in 0..2 {
+            claude(proxy, "ledger-team", team, false).await;
+        }
+        let ledger = proxy.state.telemetry().ledger().unwrap().clone();
+        assert!(ledger.flush(std::time::Duration::from_secs(10)).await);
+    }
+    for proxy in &proxies {
+        let (status, usage) = api_usage(proxy, "group_by=team").await;
+        assert_eq!(status, 200);
+        assert_eq!(usage["totals"]["requests"], 4, "{usage}");
+        let mut teams: Vec<&str> = usage["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap())
+            .collect();
+        teams.sort_unstable();
+        assert_eq!(teams, ["search", "support"]);
+        let instances: Value = serde_json::from_slice(
+            &client()
+                .get(proxy.url("/api/instances"))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instance_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2, "{instances}");
+        assert_ne!(ids[0], ids[1]);
+        assert!(
+            instances
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["requests"] == 2)
+        );
+    }
+}

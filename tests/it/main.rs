@@ -7,6 +7,7 @@
 )]
 
 mod common;
+mod demo;
 mod errors;
 mod explain;
 mod fault_replay;
