@@ -15,6 +15,7 @@ mod record;
 mod store;
 pub mod usage;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +36,21 @@ struct Queue {
     /// Flushes waiting for everything queued before them to be written.
     flushes: Mutex<Vec<oneshot::Sender<()>>>,
     wake: Notify,
+    /// Records this ledger dropped (the metric counts every ledger of the process).
+    dropped: AtomicU64,
+}
+
+impl Queue {
+    fn drop_records(&self, n: u64, why: &str) {
+        if self.dropped.fetch_add(n, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                records = n,
+                why,
+                "ledger records dropped (warned once per ledger)"
+            );
+        }
+        metrics::counter!(DROPPED_TOTAL).increment(n);
+    }
 }
 
 /// The request side of the ledger: cheap to clone, never blocks.
@@ -56,6 +72,7 @@ impl Ledger {
             capacity: capacity.max(1),
             flushes: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            dropped: AtomicU64::new(0),
         });
         let (shared, writer) = (queue.clone(), store.clone());
         // The writer has a thread of its own, at the lowest priority: encoding and writing a
@@ -114,10 +131,15 @@ impl Ledger {
             }
         };
         match queued {
-            None => metrics::counter!(DROPPED_TOTAL).increment(1),
+            None => self.queue.drop_records(1, "the queue is full"),
             Some(BATCH) => self.queue.wake.notify_one(),
             Some(_) => {}
         }
+    }
+
+    /// Records this ledger has dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped.load(Ordering::Relaxed)
     }
 
     /// Writes every record queued before this call (shutdown, tests). Waits at most `limit`.
@@ -155,7 +177,7 @@ async fn write_loop(store: Store, queue: Arc<Queue>, every: Duration) {
             std::mem::take(&mut *queue.flushes.lock().unwrap_or_else(PoisonError::into_inner));
         let mut batch =
             std::mem::take(&mut *queue.records.lock().unwrap_or_else(PoisonError::into_inner));
-        write(&store, &mut batch).await;
+        write(&store, &queue, &mut batch).await;
         for done in flushes {
             let _ = done.send(());
         }
@@ -167,7 +189,7 @@ async fn write_loop(store: Store, queue: Arc<Queue>, every: Duration) {
 
 /// Writes `batch` and empties it. A failed write is retried once, then the records are
 /// dropped and counted: the writer must not fall ever further behind.
-async fn write(store: &Store, batch: &mut Vec<LedgerRecord>) {
+async fn write(store: &Store, queue: &Queue, batch: &mut Vec<LedgerRecord>) {
     if batch.is_empty() {
         return;
     }
@@ -178,7 +200,7 @@ async fn write(store: &Store, batch: &mut Vec<LedgerRecord>) {
         }
         if let Err(e) = result {
             tracing::error!(error = %e, records = chunk.len(), "ledger write failed; records dropped");
-            metrics::counter!(DROPPED_TOTAL).increment(chunk.len() as u64);
+            queue.drop_records(chunk.len() as u64, "the store refused them twice");
         }
     }
     batch.clear();

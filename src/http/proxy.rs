@@ -583,9 +583,14 @@ fn respond(
     let app = app.clone();
     let success = status.is_success();
     let body = ObservedBody::new(response, tap, idle, move |observed| {
-        // The registry and the explainer learn only from a complete answer's usage.
-        let complete = success && !observed.tap_lost && observed.outcome == Outcome::Complete;
-        let usage = observed.usage.filter(|_| complete);
+        // The registry and the explainer learn from the input side of an answer's usage: all
+        // of it in a complete answer, and in a stream the client cancelled when the dialect
+        // reported it before the cut (Anthropic's message_start, Gemini's running totals),
+        // since the provider processed, and cached, the whole prompt all the same.
+        let learnable = success
+            && !observed.tap_lost
+            && matches!(observed.outcome, Outcome::Complete | Outcome::Cancelled);
+        let usage = observed.usage.filter(|_| learnable);
         if let Some(usage) = &usage {
             learn(&app, &mut ex, route.as_ref(), usage);
         }

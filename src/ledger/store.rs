@@ -144,10 +144,11 @@ impl Store {
         Ok(())
     }
 
-    /// The store the ledger's writer uses, opened on the writer's own thread: a SQLite file
-    /// gets a connection of its own there, so that the thread sqlx runs it on inherits the
-    /// writer's low priority. An in-memory database has only the one connection, and a
-    /// PostgreSQL server does its work in its own processes: those are shared as they are.
+    /// The store the ledger's writer uses, opened on the writer's own thread and runtime: its
+    /// connections then belong to the writer alone, so the writer keeps working whatever
+    /// becomes of the runtime that opened `self` (a test's ends with the test), and the thread
+    /// sqlx runs a SQLite connection on inherits the writer's low priority. An in-memory
+    /// database has only its one connection, which is shared as it is.
     pub async fn for_writer(&self) -> Store {
         match self {
             // `open` gives an in-memory database a pool of exactly one connection.
@@ -159,10 +160,28 @@ impl Store {
                     .await
                 {
                     Ok(own) => Store::Sqlite(own),
-                    Err(_) => self.clone(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the ledger's writer shares the store's pool");
+                        self.clone()
+                    }
                 }
             }
-            _ => self.clone(),
+            Store::Sqlite(_) => self.clone(),
+            Store::Postgres(pool) => {
+                let options = (*pool.connect_options()).clone();
+                match PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                {
+                    Ok(own) => Store::Postgres(own),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the ledger's writer shares the store's pool");
+                        self.clone()
+                    }
+                }
+            }
         }
     }
 

@@ -120,4 +120,36 @@ async fn a_full_queue_drops_records_instead_of_waiting() {
         3,
         "only what the queue held"
     );
+    assert_eq!(ledger.dropped(), 7, "the rest dropped and counted");
+}
+
+/// The writer has a thread and connections of its own: records still reach the store after the
+/// runtime that opened it is gone (a test's runtime, which ends with the test).
+#[test]
+fn the_writer_outlives_the_runtime_that_opened_the_store() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let schema = format!("cachet_outlive_{}", std::process::id());
+    let url =
+        format!("postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{schema}");
+    let opening = runtime();
+    let ledger = opening.block_on(async {
+        let store = postgres_store("outlive").await;
+        let ledger = Ledger::start(store, 100, Duration::from_secs(3600));
+        // The writer opens its own connections before the opening runtime goes.
+        ledger.record(record("first", "client"));
+        assert!(ledger.flush(Duration::from_secs(10)).await);
+        ledger
+    });
+    drop(opening);
+    runtime().block_on(async {
+        ledger.record(record("after", "client"));
+        assert!(ledger.flush(Duration::from_secs(10)).await);
+        let store = Store::open(&url).await.expect("open");
+        assert_eq!(store.count().await.expect("count"), 2);
+    });
 }
