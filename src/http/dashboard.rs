@@ -45,6 +45,12 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
             // The page is small and changes with the binary: always fresh.
             (header::CACHE_CONTROL, "no-cache"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // The page shows strings clients chose (team names): nothing but its own script
+            // may run, and it talks only to this origin.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
         ],
         body,
     )

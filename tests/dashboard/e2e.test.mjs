@@ -250,6 +250,34 @@ base_url = "${sim}/deepseek"
     // The 7-day view groups by day.
     await page.click('#ranges button[data-range="7d"]');
     await page.waitForFunction(() => document.getElementById("board").dataset.step === "day");
+
+    // A custom range (UTC, to the minute) is drawn as asked, and as /api/usage answers it.
+    const minute = 60 * 1000;
+    const customTo = Math.ceil((Date.now() + minute) / minute) * minute;
+    const customFrom = customTo - 3 * 60 * minute;
+    const local = (ms) => new Date(ms).toISOString().slice(0, 16);
+    await page.fill("#from", local(customFrom));
+    await page.fill("#to", local(customTo));
+    await page.click('#ranges button[data-range="custom"]');
+    await page.waitForFunction(
+      (from) => document.getElementById("board").dataset.from === String(from),
+      customFrom,
+    );
+    const custom = await page.evaluate(() => ({
+      to: document.getElementById("board").dataset.to,
+      step: document.getElementById("board").dataset.step,
+      requests: document.getElementById("h-requests").dataset.value,
+      series: JSON.parse(document.getElementById("chart-spend").dataset.series),
+    }));
+    assert.equal(custom.to, String(customTo));
+    assert.equal(custom.step, "hour", "3 hours are drawn by the hour");
+    const answered = await api(base, "/api/usage", {
+      from: customFrom,
+      to: customTo,
+      group_by: "hour",
+    });
+    assert.equal(custom.requests, String(answered.body.totals.requests));
+    assert.deepEqual(custom.series, byKey(answered.body.rows));
     assert.deepEqual(errors, [], "no script errors");
   } finally {
     await browser.close();
