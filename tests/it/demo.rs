@@ -48,7 +48,24 @@ async fn the_demo_ends_with_the_dashboard_which_shows_its_traffic() {
     assert_eq!(url, format!("http://127.0.0.1:{port}/dashboard"));
     let page = client().get(url).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
     assert!(page.text().await.unwrap().contains("cost dashboard"));
+    // Its assets come from the binary, not a CDN.
+    for (asset, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
+        let r = client().get(format!("{url}/{asset}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        assert!(
+            !r.text().await.unwrap().contains("https://"),
+            "{asset} loads nothing remote"
+        );
+    }
     let mut requests = 0;
     for _ in 0..100 {
         let body = client()
