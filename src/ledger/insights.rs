@@ -159,6 +159,18 @@ struct Followed {
     one_hour: HashMap<(String, String), (i64, i64)>,
 }
 
+/// A written prefix's last use, for pricing its re-writes as a 1h TTL's reads.
+#[derive(Clone, Copy)]
+struct LastUse {
+    at_ms: i64,
+    /// Its last write was at the 1h TTL.
+    one_hour: bool,
+    /// Tokens its last write wrote.
+    written: i64,
+    /// Its chain's 1h premium is already counted.
+    premium_paid: bool,
+}
+
 /// A write still waiting for a read.
 struct Pending {
     prefix_key: Option<String>,
@@ -172,9 +184,8 @@ struct Pending {
 fn follow(rows: &[Activity], to: i64, rates: &(dyn Fn(&str) -> Option<Rates> + Sync)) -> Followed {
     let mut out = Followed::default();
     let mut pending: HashMap<(&str, &str), Vec<Pending>> = HashMap::new();
-    // (tenant, model, end) → (when the prefix was last used, whether its TTL was 1h, the
-    // tokens the last write wrote).
-    let mut last_use: HashMap<(&str, &str, i64), (i64, bool, i64)> = HashMap::new();
+    // (tenant, model, end) → the prefix's last use.
+    let mut last_use: HashMap<(&str, &str, i64), LastUse> = HashMap::new();
     for row in rows {
         let stream = (row.tenant.as_str(), row.model.as_str());
         let waiting = pending.entry(stream).or_default();
@@ -191,7 +202,7 @@ fn follow(rows: &[Activity], to: i64, rates: &(dyn Fn(&str) -> Option<Rates> + S
         if row.cache_read > 0 {
             // A read refreshes the TTL of every prefix it covers; only its own end is tracked.
             if let Some(use_) = last_use.get_mut(&(stream.0, stream.1, row.cache_read)) {
-                use_.0 = row.at_ms;
+                use_.at_ms = row.at_ms;
             }
         }
         let written = row.write_5m + row.write_1h;
@@ -207,28 +218,52 @@ fn follow(rows: &[Activity], to: i64, rates: &(dyn Fn(&str) -> Option<Rates> + S
             expires_ms: row.at_ms + ttl,
         });
         let key = (stream.0, stream.1, end);
-        if let (Some(&(last, false, before)), Some(key_name)) =
-            (last_use.get(&key), row.prefix_key.as_ref())
+        // Whether this re-write continues a chain a 1h TTL would have kept cached (and so
+        // whether the chain's first write has already been charged the 1h premium).
+        let mut charged = false;
+        let previous = last_use.get(&key).filter(|u| !u.one_hour);
+        if let (
+            Some(&LastUse {
+                at_ms: last,
+                written: before,
+                premium_paid,
+                ..
+            }),
+            Some(key_name),
+        ) = (previous, row.prefix_key.as_ref())
         {
             let gap = row.at_ms - last;
-            if gap > FIVE_MINUTES_MS && gap <= HOUR_MS {
-                if let Some(r) = rates(&row.model) {
-                    let read = r.cache_read.unwrap_or(0);
-                    let w5 = r.cache_write_5m.unwrap_or(0);
-                    let w1h = r.cache_write_1h.unwrap_or(w5);
-                    let saved = i128::from(written) * (i128::from(w5) - i128::from(read));
-                    let premium = i128::from(before) * (i128::from(w1h) - i128::from(w5));
-                    let nano = i64::try_from((saved - premium) / 1000).unwrap_or(0);
-                    let entry = out
-                        .one_hour
-                        .entry((key_name.clone(), row.model.clone()))
-                        .or_default();
-                    entry.0 += 1;
-                    entry.1 += nano;
-                }
+            let prices = rates(&row.model)
+                .and_then(|r| Some((r.cache_read?, r.cache_write_5m?, r.cache_write_1h?)));
+            if let (true, Some((read, w5, w1h))) = (gap > FIVE_MINUTES_MS && gap <= HOUR_MS, prices)
+            {
+                // This write would have been a read; the chain's first write would have paid
+                // the 1h premium instead of the 5m one, once.
+                let saved = i128::from(written) * (i128::from(w5) - i128::from(read));
+                let premium = if premium_paid {
+                    0
+                } else {
+                    i128::from(before) * (i128::from(w1h) - i128::from(w5))
+                };
+                let nano = i64::try_from((saved - premium) / 1000).unwrap_or(0);
+                let entry = out
+                    .one_hour
+                    .entry((key_name.clone(), row.model.clone()))
+                    .or_default();
+                entry.0 += 1;
+                entry.1 += nano;
+                charged = true;
             }
         }
-        last_use.insert(key, (row.at_ms, one_hour, written));
+        last_use.insert(
+            key,
+            LastUse {
+                at_ms: row.at_ms,
+                one_hour,
+                written,
+                premium_paid: charged,
+            },
+        );
     }
     for (_, waiting) in pending {
         for w in waiting.into_iter().filter(|w| w.expires_ms <= to) {
@@ -336,7 +371,8 @@ impl Store {
              CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
              CAST(COALESCE(SUM(cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cw, \
              CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
-             CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS cost, \
+             CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
+                AS BIGINT) AS cost, \
              CAST(COALESCE(SUM(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS reads, \
              CAST(COALESCE(SUM(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END), 0) \
                 AS BIGINT) AS writes \

@@ -77,6 +77,33 @@ async function eventually(what, check, ms = 15000) {
   }
 }
 
+/** Records for each of the 29 days before today, written straight into the SQLite ledger (as
+ * another instance would have written them), so that the 30-day view has a month to draw. */
+async function seedHistory(db) {
+  const script = `
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], timeout=10)
+now = int(time.time() * 1000)
+day = 86400000
+rows = []
+for d in range(1, 30):
+    for i in range(3):
+        at = now - d * day - i * 60000
+        rows.append((at, f"history-{d}-{i}", "client", "history-instance", "t", "history",
+            "anthropic", "anthropic", "claude-sonnet-4-6", "messages", 0, 200, "ok", 1,
+            100 * d, 1000 * i, 50, 0, 20, 1000 + d, 5000 + d, "", 0, 0, 1.0, 0.1))
+db.executemany("""INSERT INTO ledger (at_ms, request_id, call, instance_id, tenant, team,
+    upstream, provider, model, endpoint, stream, status, outcome, usage_complete,
+    input_uncached, cache_read, cache_write_5m, cache_write_1h, output, cost_nusd,
+    cost_uncached_nusd, rewrites, client_markers, breakpoints, latency_ms, overhead_ms)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""", rows)
+db.commit()
+print(len(rows))
+`;
+  const { stdout } = await promisify(execFile)("python3", ["-c", script, db]);
+  return Number(stdout.trim());
+}
+
 const byKey = (rows) => rows.slice().sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 
 test("the dashboard draws what /api/usage says, signs in with the token and follows new traffic", async () => {
@@ -250,6 +277,27 @@ base_url = "${sim}/deepseek"
     // The 7-day view groups by day.
     await page.click('#ranges button[data-range="7d"]');
     await page.waitForFunction(() => document.getElementById("board").dataset.step === "day");
+
+    // The 30-day view of a month of history: one point a day, as /api/usage has them.
+    assert.equal(await seedHistory(join(tmp, "cachet.db")), 87);
+    await page.click('#ranges button[data-range="30d"]');
+    await page.waitForFunction(() => {
+      const rows = JSON.parse(document.getElementById("chart-spend").dataset.series || "[]");
+      return rows.length >= 29;
+    });
+    const month = await page.evaluate(() => ({
+      from: document.getElementById("board").dataset.from,
+      to: document.getElementById("board").dataset.to,
+      requests: document.getElementById("h-requests").dataset.value,
+      series: JSON.parse(document.getElementById("chart-tokens").dataset.series),
+      instances: document.querySelectorAll("#instances tbody tr").length,
+    }));
+    const byDay = await api(base, "/api/usage", { from: month.from, to: month.to, group_by: "day" });
+    assert.deepEqual(month.series, byKey(byDay.body.rows));
+    assert.equal(month.requests, String(byDay.body.totals.requests));
+    assert.ok(month.series.length >= 29 && month.series.length <= 31, `${month.series.length} days`);
+    assert.equal(month.instances, 2, "the proxy and the instance that wrote the history");
+    await page.screenshot({ path: join(ARTIFACTS, "4-thirty-days.png"), fullPage: true });
 
     // A custom range (UTC, to the minute) is drawn as asked, and as /api/usage answers it.
     const minute = 60 * 1000;

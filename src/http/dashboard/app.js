@@ -7,7 +7,7 @@ const TOKEN_KEY = "cachet.admin-token";
 const HOUR = 3600 * 1000;
 const RANGES = { "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
 
-const state = { range: "24h", timer: null, busy: false };
+const state = { range: "24h", timer: null, busy: false, again: false };
 
 const $ = (id) => document.getElementById(id);
 // SVG presentation attributes do not take var(): the palette is read from the stylesheet.
@@ -50,11 +50,13 @@ async function api(path, params) {
 /** The range asked for, as Unix milliseconds, and the time series' grouping. */
 function window_() {
   if (state.range === "custom") {
+    // The inputs are UTC (so labelled): the ledger's days and hours are UTC days and hours.
     const from = Date.parse($("from").value + "Z");
     const to = Date.parse($("to").value + "Z");
-    if (Number.isFinite(from) && Number.isFinite(to) && from < to) {
-      return { from, to, step: to - from <= 48 * HOUR ? "hour" : "day" };
+    if (!(Number.isFinite(from) && Number.isFinite(to) && from < to)) {
+      throw new Error("custom range: set both times (UTC), the first before the second");
     }
+    return { from, to, step: to - from <= 48 * HOUR ? "hour" : "day" };
   }
   const to = Date.now();
   const span = RANGES[state.range] || RANGES["24h"];
@@ -314,7 +316,11 @@ function showLogin(refused) {
 }
 
 async function refresh() {
-  if (state.busy) return;
+  // A refresh asked for while one runs (a range clicked) runs right after it.
+  if (state.busy) {
+    state.again = true;
+    return;
+  }
   state.busy = true;
   try {
     const data = await load();
@@ -329,6 +335,10 @@ async function refresh() {
     }
   } finally {
     state.busy = false;
+    if (state.again) {
+      state.again = false;
+      refresh();
+    }
   }
 }
 

@@ -75,9 +75,22 @@ fn rewrites_five_to_sixty_minutes_apart_are_priced_as_a_one_hour_ttl_saving() {
     let followed = follow(&rows, T0 + 24 * 60 * MIN, &sonnet);
     let (rewrites, saving) = followed.one_hour[&("doc".to_owned(), "claude-sonnet-4-6".to_owned())];
     assert_eq!(rewrites, 2);
-    // Each re-write: 10,000 × (3.75 − 0.30) $/MTok = $0.0345 saved, less the 1h premium on the
-    // write before it, 10,000 × (6 − 3.75) = $0.0225: $0.012 = 12,000,000 nano, twice.
-    assert_eq!(saving, 24_000_000);
+    // Each re-write would have been a read: 10,000 × (3.75 − 0.30) $/MTok = $0.0345, twice;
+    // the chain's first write would have paid the 1h premium once, 10,000 × (6 − 3.75) =
+    // $0.0225: $0.0465 = 46,500,000 nano.
+    assert_eq!(saving, 46_500_000);
+    // Without a 1h price nothing is guessed.
+    let no_1h = |m: &str| {
+        sonnet(m).map(|r| Rates {
+            cache_write_1h: None,
+            ..r
+        })
+    };
+    assert!(
+        follow(&rows, T0 + 24 * 60 * MIN, &no_1h)
+            .one_hour
+            .is_empty()
+    );
 }
 
 fn at(mut r: LedgerRecord, at_ms: i64) -> LedgerRecord {
@@ -108,6 +121,7 @@ fn records() -> Vec<LedgerRecord> {
         };
         r.prefix_key = Some(prefix.into());
         r.cost_nusd = Some(1000 + i64::try_from(w5).unwrap_or(0));
+        r.cost_uncached_nusd = Some(50_000);
         r
     };
     let mut under = at(record("under", "client"), T0 + 30 * MIN);
