@@ -366,13 +366,7 @@ impl Store {
         let pg = matches!(self, Store::Postgres(_));
         let sql = format!(
             "SELECT prefix_key AS k, COALESCE(MAX(team), '') AS team, \
-             COALESCE(MAX(model), '') AS model, CAST(COUNT(*) AS BIGINT) AS requests, \
-             CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
-             CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
-             CAST(COALESCE(SUM(cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cw, \
-             CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
-             CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
-                AS BIGINT) AS cost, \
+             COALESCE(MAX(model), '') AS model, {SUMS}, \
              CAST(COALESCE(SUM(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS reads, \
              CAST(COALESCE(SUM(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END), 0) \
                 AS BIGINT) AS writes \
@@ -380,7 +374,8 @@ impl Store {
              GROUP BY prefix_key ORDER BY cost DESC, k LIMIT {}",
             p(pg, 1),
             p(pg, 2),
-            p(pg, 3)
+            p(pg, 3),
+            SUMS = super::usage::SUMS,
         );
         let mut rows = fetch!(self, &sql, [from, to, limit], |r| {
             let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();

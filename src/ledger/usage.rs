@@ -116,6 +116,18 @@ pub struct Usage {
     pub totals: UsageRow,
 }
 
+/// The columns a `UsageRow` is read from: requests, tokens by kind, and money summed only over
+/// the records whose costs are both known (a null is a missing price, not 0).
+pub(super) const SUMS: &str = "CAST(COUNT(*) AS BIGINT) AS requests, \
+    CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
+    CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
+    CAST(COALESCE(SUM(cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cw, \
+    CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
+    CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
+        AS BIGINT) AS cost, \
+    CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN cost_uncached_nusd END), 0) \
+        AS BIGINT) AS unc";
+
 /// A `UsageRow` from a result row of either database (the SQL casts every sum to BIGINT:
 /// PostgreSQL's SUM of a bigint is NUMERIC).
 macro_rules! usage_row {
@@ -147,16 +159,7 @@ impl Store {
         let key = group_by.key_sql(postgres);
         // Money sums only rows whose costs are both known: a null is a missing price, not 0.
         let sql = format!(
-            "SELECT {key} AS k, CAST(COUNT(*) AS BIGINT) AS requests, \
-             CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
-             CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
-             CAST(COALESCE(SUM(cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cw, \
-             CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
-             CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
-                AS BIGINT) AS cost, \
-             CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN cost_uncached_nusd END), 0) \
-                AS BIGINT) AS unc \
-             FROM ledger WHERE at_ms >= {p1} AND at_ms < {p2} GROUP BY k ORDER BY cost DESC, k",
+            "SELECT {key} AS k, {SUMS} FROM ledger WHERE at_ms >= {p1} AND at_ms < {p2} GROUP BY k ORDER BY cost DESC, k",
             p1 = if postgres { "$1" } else { "?" },
             p2 = if postgres { "$2" } else { "?" },
         );

@@ -11,6 +11,13 @@ use sqlx::Row;
 
 use crate::common::*;
 
+/// A SQLite file of its own under the temp directory (emptied first), as a ledger URL.
+fn sqlite_url(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("cachet-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    format!("sqlite://{}/cachet.db", dir.display())
+}
+
 /// A PostgreSQL schema of its own in the machine's `test` database, and the URL that uses it.
 async fn postgres_url(name: &str) -> String {
     let base = "postgres://postgres@127.0.0.1:5432/test";
@@ -171,9 +178,7 @@ async fn fetch_pg(pool: &sqlx::PgPool) -> Vec<Row9> {
 
 #[tokio::test]
 async fn sqlite_holds_one_record_per_call_flushed_on_shutdown() {
-    let dir = std::env::temp_dir().join(format!("cachet-it-ledger-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let url = format!("sqlite://{}/cachet.db", dir.display());
+    let url = sqlite_url("ledger");
     records_match_the_calls(&url, "ledger-sqlite").await;
 }
 
@@ -190,9 +195,7 @@ async fn postgres_holds_one_record_per_call_flushed_on_shutdown() {
 #[tokio::test]
 async fn a_cancelled_stream_and_an_upstream_error_are_recorded_for_what_they_are() {
     let sim = start_simulator().await;
-    let dir = std::env::temp_dir().join(format!("cachet-it-cancel-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let url = format!("sqlite://{}/cachet.db", dir.display());
+    let url = sqlite_url("cancel");
     let mut proxy = TestProxy::spawn(&format!(
         "[ledger]\nurl = \"{url}\"\nflush_interval = \"1h\"\n\
          [[upstreams]]\nname = \"ledger-cancel\"\nprovider = \"anthropic\"\n\
@@ -343,9 +346,7 @@ async fn usage_groups_what_the_ledger_holds(url: &str, mount: &str) {
 
 #[tokio::test]
 async fn sqlite_usage_api_groups_what_the_ledger_holds() {
-    let dir = std::env::temp_dir().join(format!("cachet-it-usage-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let url = format!("sqlite://{}/cachet.db", dir.display());
+    let url = sqlite_url("usage");
     usage_groups_what_the_ledger_holds(&url, "usage-sqlite").await;
 }
 
