@@ -393,8 +393,6 @@ pub struct Telemetry {
     /// This process, in its records.
     instance_id: String,
     totals: Mutex<BTreeMap<(&'static str, &'static str), Totals>>,
-    /// (upstream, model label) pairs already warned about a missing price.
-    unpriced_warned: Mutex<HashSet<(&'static str, &'static str)>>,
     /// The latest miss explanations with their upstream, newest last (for `demo` and tests;
     /// the ledger keeps them all).
     misses: Mutex<std::collections::VecDeque<(String, Explanation)>>,
@@ -411,7 +409,6 @@ impl Telemetry {
             ledger: OnceLock::new(),
             instance_id: instance_id(),
             totals: Mutex::new(BTreeMap::new()),
-            unpriced_warned: Mutex::default(),
             misses: Mutex::default(),
         }
     }
@@ -564,24 +561,6 @@ impl Telemetry {
         self.prices.price_on(model, &crate::clock::utc_date(at))
     }
 
-    /// Warns, once per upstream and model label, that costs are null for want of a price
-    /// (the counter counts every such request).
-    fn warn_unpriced(&self, upstream: &'static str, label: &'static str, model: Option<&str>) {
-        let first = self
-            .unpriced_warned
-            .lock()
-            .map(|mut warned| warned.insert((upstream, label)))
-            .unwrap_or(false);
-        if first {
-            tracing::warn!(
-                upstream,
-                model = model.unwrap_or("-"),
-                "no price for this model in the price table (or for one of its token kinds): \
-                 its costs are recorded as null; add it to prices.toml"
-            );
-        }
-    }
-
     /// Records a request whose upstream body has ended (or was abandoned).
     pub fn record_observed(&self, ex: &Exchange, observed: &Observed) {
         if let Some(miss) = &ex.miss {
@@ -656,9 +635,9 @@ impl Telemetry {
             // Cost counters are rendered from `totals` (exact nano-USD) by `render_costs`.
             if cost.actual.is_none() || cost.uncached.is_none() {
                 counter!(UNPRICED_TOTAL, &labels).increment(1);
-                self.warn_unpriced(upstream, model, ex.model.as_deref());
             }
         }
+        let mut first_unpriced = false;
         if let Ok(mut totals) = self.totals.lock() {
             let t = totals.entry((upstream, model)).or_default();
             t.requests += 1;
@@ -668,8 +647,20 @@ impl Telemetry {
                     t.cost_nusd += a;
                     t.cost_uncached_nusd += b;
                 }
-                _ => t.unpriced += 1,
+                _ => {
+                    t.unpriced += 1;
+                    first_unpriced = t.unpriced == 1;
+                }
             }
+        }
+        // Once per upstream and model label (the counter counts every such request).
+        if first_unpriced {
+            tracing::warn!(
+                upstream,
+                model = ex.model.as_deref().unwrap_or("-"),
+                "no price for this model in the price table (or for one of its token kinds): \
+                 its costs are recorded as null; add it to prices.toml"
+            );
         }
         let u = usage.unwrap_or_default();
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
