@@ -11,6 +11,7 @@
 //! unique by (request id, call): a batch written twice (a retry after an error) stores it once.
 
 pub mod insights;
+mod reader;
 mod record;
 mod store;
 pub mod usage;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 
+pub use reader::{ReadError, Reader, Reading};
 pub use record::LedgerRecord;
 pub use store::Store;
 
@@ -58,6 +60,7 @@ impl Queue {
 pub struct Ledger {
     queue: Arc<Queue>,
     store: Store,
+    reader: Arc<Reader>,
 }
 
 impl Ledger {
@@ -80,39 +83,26 @@ impl Ledger {
         // (measured: scripts/bench-ledger). Under sustained overload the queue then fills and
         // records are dropped and counted, as the ledger's contract says, rather than slowing
         // requests.
-        let spawned = std::thread::Builder::new()
-            .name("cachet-ledger".into())
-            .spawn(move || {
-                let lowered = thread_priority::set_thread_priority_and_policy(
-                    thread_priority::thread_native_id(),
-                    thread_priority::ThreadPriority::Min,
-                    thread_priority::ThreadSchedulePolicy::Normal(
-                        thread_priority::NormalThreadSchedulePolicy::Batch,
-                    ),
-                );
-                if let Err(e) = lowered {
-                    tracing::debug!(error = ?e, "the ledger's writer keeps its priority");
-                }
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(async move {
-                        let writer = writer.for_writer().await;
-                        write_loop(writer, shared, every).await;
-                    }),
-                    Err(e) => tracing::error!(error = %e, "the ledger's writer cannot start"),
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "the ledger's writer cannot start");
+        background("cachet-ledger", async move {
+            let writer = writer.own_pool(1);
+            write_loop(writer, shared, every).await;
+        });
+        let reader = Arc::new(Reader::start(store.clone()));
+        Ledger {
+            queue,
+            store,
+            reader,
         }
-        Ledger { queue, store }
     }
 
-    /// The store the records go to, for reading them back (`/api/usage`).
+    /// The store the records go to, for reading them back (tests, tools).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Reads the ledger off the request path, for `/api/*` (see `reader`).
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// Queues `record`; drops and counts it when the queue is full.
@@ -152,6 +142,35 @@ impl Ledger {
             .push(done);
         self.queue.wake.notify_one();
         matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(())))
+    }
+}
+
+/// Runs `work` on a thread of its own at the lowest priority (SCHED_BATCH, nice 19), on a
+/// runtime of its own: the ledger's background work must never take the CPU from requests.
+fn background(name: &str, work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let lowered = thread_priority::set_thread_priority_and_policy(
+                thread_priority::thread_native_id(),
+                thread_priority::ThreadPriority::Min,
+                thread_priority::ThreadSchedulePolicy::Normal(
+                    thread_priority::NormalThreadSchedulePolicy::Batch,
+                ),
+            );
+            if let Err(e) = lowered {
+                tracing::debug!(error = ?e, "a ledger thread keeps its priority");
+            }
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(work),
+                Err(e) => tracing::error!(error = %e, "a ledger thread cannot start"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, thread = name, "a ledger thread cannot start");
     }
 }
 

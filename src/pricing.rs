@@ -211,13 +211,7 @@ impl PriceTable {
         }
         self.by_model
             .keys()
-            .filter(|name| {
-                model.strip_prefix(name.as_str()).is_some_and(|rest| {
-                    rest.len() > 1
-                        && rest.starts_with('-')
-                        && rest[1..].bytes().all(|b| b.is_ascii_digit() || b == b'-')
-                })
-            })
+            .filter(|name| is_snapshot_of(model, name))
             .max_by_key(|name| name.len())
             .map(String::as_str)
     }
@@ -229,6 +223,16 @@ impl PriceTable {
             .rev()
             .find(|p| p.effective_from.as_str() <= date)
     }
+}
+
+/// Whether `model` is a dated snapshot of `name` (`claude-sonnet-4-6-20260101` of
+/// `claude-sonnet-4-6`; `gpt-4o-mini` is not one of `gpt-4o`).
+pub fn is_snapshot_of(model: &str, name: &str) -> bool {
+    model.strip_prefix(name).is_some_and(|rest| {
+        rest.len() > 1
+            && rest.starts_with('-')
+            && rest[1..].bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    })
 }
 
 impl PriceTable {

@@ -7,12 +7,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, StatusCode, header};
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::clock::parse_rfc3339;
 use crate::dialect::Dialect;
 use crate::error::ProxyError;
 use crate::ledger::usage::GroupBy;
+use crate::ledger::{ReadError, Reading};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -107,10 +110,32 @@ fn ledger_range(
     Ok((ledger.clone(), from, to))
 }
 
-/// A reading of the ledger as JSON, or a 500 that says reading failed.
-fn answer<T: serde::Serialize>(read: Result<T, sqlx::Error>) -> Response {
-    match read {
-        Ok(value) => Json(value).into_response(),
+/// How long an answer is kept. Totals are read anew each time: SQL sums them in the store, and
+/// a script that has just sent traffic expects to see it. The readings that follow every write
+/// of the range to its reads are costly: every open tab asks for them every few seconds, so one
+/// answer serves them all for a while.
+const LIVE: Duration = Duration::ZERO;
+const FOLLOWED: Duration = Duration::from_secs(30);
+
+/// A reading of the ledger, made on the ledger's reader (off the request path), as JSON.
+async fn answer<T, F, Fut>(api: &Api, what: String, fresh_for: Duration, read: F) -> Response
+where
+    T: serde::Serialize,
+    F: FnOnce(crate::ledger::Store) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+{
+    let reading = Reading {
+        what,
+        from: api.from,
+        to: api.to,
+        fresh_for,
+    };
+    match api.ledger.reader().read(reading, read).await {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(ReadError::Busy) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger is busy answering other readings: try again shortly",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "reading the ledger failed");
             api_error(
@@ -149,12 +174,6 @@ impl axum::extract::FromRequestParts<AppState> for Api {
     }
 }
 
-impl Api {
-    fn store(&self) -> &crate::ledger::Store {
-        self.ledger.store()
-    }
-}
-
 /// `/api/usage?from&to&group_by=team|model|upstream|day|hour|prefix|miss_reason`: the ledger's
 /// totals per group over `[from, to)` (by default by day).
 async fn usage(api: Api) -> Response {
@@ -168,39 +187,59 @@ async fn usage(api: Api) -> Response {
             );
         }
     };
-    answer(api.store().usage(api.from, api.to, group_by).await)
+    let (from, to) = (api.from, api.to);
+    let what = format!("usage:{}", group_by.as_str());
+    answer(&api, what, LIVE, move |store| async move {
+        store.usage(from, to, group_by).await
+    })
+    .await
 }
 
 /// `/api/misses?from&to`: miss reasons, the most frequent first, with what they cost, the
 /// latest example (prefix key and segment) and the fix.
 async fn misses(api: Api) -> Response {
-    answer(api.store().misses(api.from, api.to).await)
+    let (from, to) = (api.from, api.to);
+    answer(&api, "misses".into(), LIVE, move |store| async move {
+        store.misses(from, to).await
+    })
+    .await
 }
 
 /// `/api/prefixes?from&to&limit`: the costliest prefixes (20 by default, at most 1000).
-async fn prefixes(api: Api) -> Response {
+async fn prefixes(State(app): State<AppState>, api: Api) -> Response {
     let limit = api.query.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
         return api_error(StatusCode::BAD_REQUEST, "limit: 1 to 1000");
     }
-    answer(api.store().prefixes(api.from, api.to, limit).await)
+    let (from, to, now) = (api.from, api.to, unix_ms(app.clock().now()));
+    answer(
+        &api,
+        format!("prefixes:{limit}"),
+        FOLLOWED,
+        move |store| async move { store.prefixes(from, to, limit, now).await },
+    )
+    .await
 }
 
 /// `/api/advice?from&to`: what would have saved more (see `ledger::insights`).
 async fn advice(State(app): State<AppState>, api: Api) -> Response {
-    let telemetry = app.telemetry();
-    let rates = |model: &str| telemetry.rates_now(model);
-    let minimums = telemetry.minimums_now();
-    answer(
-        api.store()
-            .advice(api.from, api.to, &rates, &minimums)
-            .await,
-    )
+    let (from, to, now) = (api.from, api.to, unix_ms(app.clock().now()));
+    answer(&api, "advice".into(), FOLLOWED, move |store| async move {
+        let telemetry = app.telemetry();
+        let rates = |model: &str| telemetry.rates_now(model);
+        let minimums = telemetry.minimums_now();
+        store.advice(from, to, now, &rates, &minimums).await
+    })
+    .await
 }
 
 /// `/api/instances?from&to`: the proxy instances that wrote to the ledger.
 async fn instances(api: Api) -> Response {
-    answer(api.store().instances(api.from, api.to).await)
+    let (from, to) = (api.from, api.to);
+    answer(&api, "instances".into(), LIVE, move |store| async move {
+        store.instances(from, to).await
+    })
+    .await
 }
 
 const DAY_MS: i64 = 24 * 3600 * 1000;

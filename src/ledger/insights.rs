@@ -20,7 +20,8 @@ use super::store::on_pool;
 use crate::explain::Reason;
 use crate::pricing::Rates;
 
-/// Most records one reading looks at; a longer range is read from its start and says so.
+/// Most records one reading follows; of a longer range the newest are followed, and the answer
+/// says so.
 pub const SCAN_LIMIT: i64 = 500_000;
 
 const FIVE_MINUTES_MS: i64 = 5 * 60 * 1000;
@@ -63,8 +64,8 @@ pub struct PrefixRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prefixes {
     pub rows: Vec<PrefixRow>,
-    /// The range held more records than one reading looks at: wasted writes count the first
-    /// `SCAN_LIMIT` only.
+    /// The range held more records than one reading follows: wasted writes count over the
+    /// newest `SCAN_LIMIT` only.
     pub truncated: bool,
 }
 
@@ -98,8 +99,8 @@ pub struct NoMarkers {
     pub breakpoints_added: i64,
 }
 
-/// An upstream whose marked requests report no cache activity at all: a path that silently
-/// loses the markers (a gateway that strips them, a model without caching).
+/// An upstream whose marked requests, long enough to cache, report no cache activity at all: a
+/// path that silently loses the markers (a gateway that strips them, a model without caching).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SilentUpstream {
     pub upstream: String,
@@ -136,6 +137,16 @@ fn p(postgres: bool, n: usize) -> String {
     } else {
         "?".to_owned()
     }
+}
+
+/// The minimum cacheable prompt of `model`: its own, or that of the priced model it is a dated
+/// snapshot of (`claude-sonnet-4-6-20260101`).
+fn minimum_of(model: &str, minimums: &[(String, u64)]) -> Option<u64> {
+    minimums
+        .iter()
+        .filter(|(name, _)| model == name || crate::pricing::is_snapshot_of(model, name))
+        .max_by_key(|(name, _)| name.len())
+        .map(|(_, min)| *min)
 }
 
 /// One record with cache activity, in time order, for following writes to their reads.
@@ -333,20 +344,25 @@ impl Store {
         Ok(out)
     }
 
-    /// The records with cache activity over `[from, to)`, in time order (at most `SCAN_LIMIT`),
-    /// and whether there were more.
-    async fn activity(&self, from: i64, to: i64) -> Result<(Vec<Activity>, bool), sqlx::Error> {
+    /// The newest `limit` records with cache activity over `[from, to)`, in time order, and
+    /// whether there were more.
+    async fn activity(
+        &self,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<(Vec<Activity>, bool), sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
         let sql = format!(
             "SELECT tenant, COALESCE(model, '') AS model, prefix_key, at_ms, cache_read, \
              cache_write_5m, cache_write_1h FROM ledger WHERE at_ms >= {} AND at_ms < {} \
              AND (cache_read > 0 OR cache_write_5m > 0 OR cache_write_1h > 0) \
-             ORDER BY at_ms, id LIMIT {}",
+             ORDER BY at_ms DESC, id DESC LIMIT {}",
             p(pg, 1),
             p(pg, 2),
             p(pg, 3)
         );
-        let rows = fetch!(self, &sql, [from, to, SCAN_LIMIT + 1], |r| Activity {
+        let rows = fetch!(self, &sql, [from, to, limit + 1], |r| Activity {
             tenant: r.try_get("tenant").unwrap_or_default(),
             model: r.try_get("model").unwrap_or_default(),
             prefix_key: r.try_get("prefix_key").ok().flatten(),
@@ -355,14 +371,22 @@ impl Store {
             write_5m: r.try_get("cache_write_5m").unwrap_or_default(),
             write_1h: r.try_get("cache_write_1h").unwrap_or_default(),
         });
-        let truncated = rows.len() as i64 > SCAN_LIMIT;
+        let truncated = rows.len() as i64 > limit;
         let mut rows = rows;
-        rows.truncate(usize::try_from(SCAN_LIMIT).unwrap_or(usize::MAX));
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        rows.reverse();
         Ok((rows, truncated))
     }
 
-    /// The `limit` costliest prefixes over `[from, to)`.
-    pub async fn prefixes(&self, from: i64, to: i64, limit: i64) -> Result<Prefixes, sqlx::Error> {
+    /// The `limit` costliest prefixes over `[from, to)`; writes whose TTL outlasts `now` are
+    /// neither used nor wasted yet.
+    pub async fn prefixes(
+        &self,
+        from: i64,
+        to: i64,
+        limit: i64,
+        now: i64,
+    ) -> Result<Prefixes, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
         let sql = format!(
             "SELECT prefix_key AS k, COALESCE(MAX(team), '') AS team, \
@@ -401,26 +425,27 @@ impl Store {
                 wasted_writes: 0,
             }
         });
-        let (activity, truncated) = self.activity(from, to).await?;
-        let followed = follow(&activity, to, &|_| None);
+        let (activity, truncated) = self.activity(from, to, SCAN_LIMIT).await?;
+        let followed = follow(&activity, to.min(now), &|_| None);
         for row in &mut rows {
             row.wasted_writes = followed.wasted.get(&row.prefix_key).copied().unwrap_or(0);
         }
         Ok(Prefixes { rows, truncated })
     }
 
-    /// The advisor's findings over `[from, to)`. `rates` prices a model; `minimums` are the
-    /// price table's minimum cacheable prompts per model.
+    /// The advisor's findings over `[from, to)` as of `now`. `rates` prices a model; `minimums`
+    /// are the price table's minimum cacheable prompts per model.
     pub async fn advice(
         &self,
         from: i64,
         to: i64,
+        now: i64,
         rates: &(dyn Fn(&str) -> Option<Rates> + Sync),
         minimums: &[(String, u64)],
     ) -> Result<Advice, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
-        let (activity, truncated) = self.activity(from, to).await?;
-        let followed = follow(&activity, to, rates);
+        let (activity, truncated) = self.activity(from, to, SCAN_LIMIT).await?;
+        let followed = follow(&activity, to.min(now), rates);
         let mut one_hour_ttl: Vec<OneHourAdvice> = followed
             .one_hour
             .into_iter()
@@ -494,27 +519,7 @@ impl Store {
         .map(|(row, _)| row)
         .collect();
 
-        let silent_sql = format!(
-            "SELECT upstream, CAST(COUNT(*) AS BIGINT) AS n, \
-             CAST(COALESCE(SUM(cache_read + cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cached \
-             FROM ledger WHERE (breakpoints > 0 OR client_markers > 0) AND outcome = 'ok' \
-             AND at_ms >= {} AND at_ms < {} GROUP BY upstream ORDER BY upstream",
-            p(pg, 1),
-            p(pg, 2)
-        );
-        let silent_upstreams = fetch!(self, &silent_sql, [from, to], |r| (
-            r.try_get::<String, _>("upstream").unwrap_or_default(),
-            r.try_get::<i64, _>("n").unwrap_or_default(),
-            r.try_get::<i64, _>("cached").unwrap_or_default(),
-        ))
-        .into_iter()
-        .filter(|(_, n, cached)| *n >= SILENT_AFTER && *cached == 0)
-        .map(|(upstream, marked_requests, _)| SilentUpstream {
-            upstream,
-            marked_requests,
-        })
-        .collect();
-
+        let silent_upstreams = self.silent_upstreams(from, to, minimums).await?;
         Ok(Advice {
             one_hour_ttl,
             under_minimum,
@@ -522,6 +527,73 @@ impl Store {
             silent_upstreams,
             truncated,
         })
+    }
+
+    /// Upstreams whose marked requests, long enough to cache, reported no cache activity. A
+    /// prompt under its model's minimum never caches, marked or not: it proves nothing.
+    async fn silent_upstreams(
+        &self,
+        from: i64,
+        to: i64,
+        minimums: &[(String, u64)],
+    ) -> Result<Vec<SilentUpstream>, sqlx::Error> {
+        let pg = matches!(self, Store::Postgres(_));
+        let mut thresholds: Vec<u64> = minimums.iter().map(|(_, min)| *min).collect();
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        // One count per distinct minimum (numbers from the price table, not request data).
+        let above: String = thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, min)| {
+                format!(
+                    ", CAST(COALESCE(SUM(CASE WHEN input_uncached + cache_read + cache_write_5m \
+                     + cache_write_1h >= {min} THEN 1 ELSE 0 END), 0) AS BIGINT) AS above{i}"
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT upstream, COALESCE(model, '') AS model, CAST(COUNT(*) AS BIGINT) AS n, \
+             CAST(COALESCE(SUM(cache_read + cache_write_5m + cache_write_1h), 0) AS BIGINT) \
+             AS cached{above} FROM ledger WHERE (breakpoints > 0 OR client_markers > 0) \
+             AND outcome = 'ok' AND at_ms >= {} AND at_ms < {} GROUP BY upstream, \
+             COALESCE(model, '') ORDER BY upstream",
+            p(pg, 1),
+            p(pg, 2)
+        );
+        let groups = fetch!(self, &sql, [from, to], |r| {
+            let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();
+            let model: String = r.try_get("model").unwrap_or_default();
+            let cacheable = match minimum_of(&model, minimums)
+                .and_then(|min| thresholds.iter().position(|t| *t == min))
+            {
+                Some(i) => int(&format!("above{i}")),
+                None => int("n"),
+            };
+            (
+                r.try_get::<String, _>("upstream").unwrap_or_default(),
+                cacheable,
+                int("cached"),
+            )
+        });
+        let mut by_upstream: Vec<(String, i64, i64)> = Vec::new();
+        for (upstream, cacheable, cached) in groups {
+            match by_upstream.last_mut() {
+                Some(last) if last.0 == upstream => {
+                    last.1 += cacheable;
+                    last.2 += cached;
+                }
+                _ => by_upstream.push((upstream, cacheable, cached)),
+            }
+        }
+        Ok(by_upstream
+            .into_iter()
+            .filter(|(_, n, cached)| *n >= SILENT_AFTER && *cached == 0)
+            .map(|(upstream, marked_requests, _)| SilentUpstream {
+                upstream,
+                marked_requests,
+            })
+            .collect())
     }
 
     /// The proxy instances that wrote records over `[from, to)`.

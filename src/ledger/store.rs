@@ -144,44 +144,27 @@ impl Store {
         Ok(())
     }
 
-    /// The store the ledger's writer uses, opened on the writer's own thread and runtime: its
-    /// connections then belong to the writer alone, so the writer keeps working whatever
+    /// The same store on a pool of its own of at most `connections`, for a background thread
+    /// (the ledger's writer, its reader). Its connections are opened when first used, so on that
+    /// thread's own runtime: they then belong to that thread alone, so it keeps working whatever
     /// becomes of the runtime that opened `self` (a test's ends with the test), and the thread
-    /// sqlx runs a SQLite connection on inherits the writer's low priority. An in-memory
+    /// sqlx runs a SQLite connection on inherits the opener's low priority. An in-memory
     /// database has only its one connection, which is shared as it is.
-    pub async fn for_writer(&self) -> Store {
+    pub fn own_pool(&self, connections: u32) -> Store {
         match self {
             // `open` gives an in-memory database a pool of exactly one connection.
-            Store::Sqlite(pool) if pool.options().get_max_connections() > 1 => {
-                let options = (*pool.connect_options()).clone();
-                match SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options)
-                    .await
-                {
-                    Ok(own) => Store::Sqlite(own),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the ledger's writer shares the store's pool");
-                        self.clone()
-                    }
-                }
-            }
+            Store::Sqlite(pool) if pool.options().get_max_connections() > 1 => Store::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(connections)
+                    .connect_lazy_with((*pool.connect_options()).clone()),
+            ),
             Store::Sqlite(_) => self.clone(),
-            Store::Postgres(pool) => {
-                let options = (*pool.connect_options()).clone();
-                match PgPoolOptions::new()
-                    .max_connections(1)
+            Store::Postgres(pool) => Store::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(connections)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
-                    .await
-                {
-                    Ok(own) => Store::Postgres(own),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the ledger's writer shares the store's pool");
-                        self.clone()
-                    }
-                }
-            }
+                    .connect_lazy_with((*pool.connect_options()).clone()),
+            ),
         }
     }
 

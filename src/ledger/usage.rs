@@ -83,6 +83,8 @@ pub struct UsageRow {
     pub cost_nusd: i64,
     pub cost_uncached_nusd: i64,
     pub saved_nusd: i64,
+    /// Requests left out of the money figures: a price they need is missing.
+    pub unpriced: i64,
     /// cache_read ÷ (input_uncached + cache_read + cache_write); `None` with no input.
     pub hit_rate: Option<f64>,
 }
@@ -97,6 +99,7 @@ impl UsageRow {
         self.cost_nusd += other.cost_nusd;
         self.cost_uncached_nusd += other.cost_uncached_nusd;
         self.saved_nusd += other.saved_nusd;
+        self.unpriced += other.unpriced;
         self.hit_rate = hit_rate(&self.tokens);
     }
 }
@@ -116,8 +119,8 @@ pub struct Usage {
     pub totals: UsageRow,
 }
 
-/// The columns a `UsageRow` is read from: requests, tokens by kind, and money summed only over
-/// the records whose costs are both known (a null is a missing price, not 0).
+/// The columns a `UsageRow` is read from: requests, tokens by kind, money summed only over the
+/// records whose costs are both known (a null is a missing price, not 0), and how many are not.
 pub(super) const SUMS: &str = "CAST(COUNT(*) AS BIGINT) AS requests, \
     CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
     CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
@@ -126,7 +129,9 @@ pub(super) const SUMS: &str = "CAST(COUNT(*) AS BIGINT) AS requests, \
     CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
         AS BIGINT) AS cost, \
     CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN cost_uncached_nusd END), 0) \
-        AS BIGINT) AS unc";
+        AS BIGINT) AS unc, \
+    CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NULL OR cost_uncached_nusd IS NULL \
+        THEN 1 ELSE 0 END), 0) AS BIGINT) AS unpriced";
 
 /// A `UsageRow` from a result row of either database (the SQL casts every sum to BIGINT:
 /// PostgreSQL's SUM of a bigint is NUMERIC).
@@ -148,6 +153,7 @@ macro_rules! usage_row {
             cost_nusd: cost,
             cost_uncached_nusd: uncached,
             saved_nusd: uncached - cost,
+            unpriced: int("unpriced"),
         }
     }};
 }

@@ -166,7 +166,7 @@ async fn insights_of(store: Store) {
     assert!(misses[0].fix.contains("timestamp out of the system prompt"));
     assert!(misses[1].fix.contains("question after the document"));
 
-    let prefixes = store.prefixes(from, to, 10).await.expect("prefixes");
+    let prefixes = store.prefixes(from, to, 10, to).await.expect("prefixes");
     assert!(!prefixes.truncated);
     let doc = prefixes
         .rows
@@ -184,13 +184,18 @@ async fn insights_of(store: Store) {
     assert_eq!((lost.reads, lost.writes, lost.wasted_writes), (0, 1, 1));
     assert_eq!(prefixes.rows[0].prefix_key, "lost", "the costliest first");
     assert_eq!(
-        store.prefixes(from, to, 1).await.expect("limit").rows.len(),
+        store
+            .prefixes(from, to, 1, to)
+            .await
+            .expect("limit")
+            .rows
+            .len(),
         1
     );
 
     let minimums = [("claude-sonnet-4-6".to_owned(), 1024)];
     let advice = store
-        .advice(from, to, &sonnet, &minimums)
+        .advice(from, to, to, &sonnet, &minimums)
         .await
         .expect("advice");
     assert_eq!(advice.under_minimum.len(), 1);
@@ -225,26 +230,40 @@ async fn insights_on_postgres() {
     insights_of(postgres_store("insights").await).await;
 }
 
-#[tokio::test]
-async fn an_upstream_whose_marked_requests_never_cache_is_named() {
+/// `n` marked requests to `upstream` for `model`, the i-th of `tokens(i)` uncached input tokens,
+/// none of them cached, in a fresh store; and the advice on them with the given minimums.
+async fn silent_advice(
+    n: i64,
+    upstream: &str,
+    model: &str,
+    tokens: impl Fn(i64) -> u64,
+    minimums: &[(String, u64)],
+) -> Advice {
     let store = Store::open("sqlite::memory:").await.expect("open");
-    let marked: Vec<LedgerRecord> = (0..12)
+    let marked: Vec<LedgerRecord> = (0..n)
         .map(|i| {
             let mut r = at(record(&format!("s{i}"), "client"), T0 + i);
-            r.upstream = "gateway".into();
+            r.upstream = upstream.into();
+            r.model = Some(model.into());
             r.breakpoints = 2;
             r.usage = Usage {
-                input_uncached: 5000,
+                input_uncached: tokens(i),
                 ..Usage::default()
             };
             r
         })
         .collect();
     store.insert(&marked).await.expect("insert");
-    let advice = store
-        .advice(T0 - 1, T0 + MIN, &sonnet, &[])
+    store
+        .advice(T0 - 1, T0 + MIN, T0 + MIN, &sonnet, minimums)
         .await
-        .expect("advice");
+        .expect("advice")
+}
+
+#[tokio::test]
+async fn an_upstream_whose_marked_requests_never_cache_is_named() {
+    let minimums = [("claude-sonnet-4-6".to_owned(), 1024)];
+    let advice = silent_advice(12, "gateway", "claude-sonnet-4-6", |_| 5000, &minimums).await;
     assert_eq!(
         advice.silent_upstreams,
         [SilentUpstream {
@@ -252,4 +271,41 @@ async fn an_upstream_whose_marked_requests_never_cache_is_named() {
             marked_requests: 12
         }]
     );
+}
+
+#[tokio::test]
+async fn marked_prompts_under_the_minimum_do_not_make_an_upstream_silent() {
+    // 30 marked prompts under sonnet's 1024-token minimum (under a dated snapshot's name) and 5
+    // over it: none cached, but too few could have.
+    let model = "claude-sonnet-4-6-20260101";
+    let tokens = |i| if i < 30 { 600 } else { 3000 };
+    let minimums = [("claude-sonnet-4-6".to_owned(), 1024)];
+    let advice = silent_advice(35, "direct", model, tokens, &minimums).await;
+    assert!(advice.silent_upstreams.is_empty(), "{advice:?}");
+    // Without a known minimum every marked prompt counts.
+    let advice = silent_advice(35, "direct", model, tokens, &[]).await;
+    assert_eq!(advice.silent_upstreams.len(), 1);
+    assert_eq!(advice.silent_upstreams[0].marked_requests, 35);
+}
+
+#[tokio::test]
+async fn a_long_range_follows_its_newest_records() {
+    let store = Store::open("sqlite::memory:").await.expect("open");
+    let rows: Vec<LedgerRecord> = (0..5)
+        .map(|i| at(record(&format!("r{i}"), "client"), T0 + i * MIN))
+        .collect();
+    store.insert(&rows).await.expect("insert");
+    let (kept, truncated) = store
+        .activity(T0, T0 + 10 * MIN, 3)
+        .await
+        .expect("activity");
+    assert!(truncated);
+    let at: Vec<i64> = kept.iter().map(|a| (a.at_ms - T0) / MIN).collect();
+    assert_eq!(at, [2, 3, 4], "the newest three, in time order");
+    let (all, truncated) = store
+        .activity(T0, T0 + 10 * MIN, 5)
+        .await
+        .expect("activity");
+    assert!(!truncated);
+    assert_eq!(all.len(), 5);
 }
