@@ -77,8 +77,9 @@ async function eventually(what, check, ms = 15000) {
   }
 }
 
-/** Records for each of the 29 days before today, written straight into the SQLite ledger (as
- * another instance would have written them), so that the 30-day view has a month to draw. */
+/** Records for 26 of the 29 days before today (none 10 to 12 days ago), written straight into
+ * the SQLite ledger (as another instance would have written them), so that the 30-day view has
+ * a month to draw, with a gap. */
 async function seedHistory(db) {
   const script = `
 import sqlite3, sys, time
@@ -87,6 +88,8 @@ now = int(time.time() * 1000)
 day = 86400000
 rows = []
 for d in range(1, 30):
+    if d in (10, 11, 12):
+        continue  # three days without records: drawn as a gap
     for i in range(3):
         at = now - d * day - i * 60000
         rows.append((at, f"history-{d}-{i}", "client", "history-instance", "t", "history",
@@ -198,6 +201,8 @@ base_url = "${sim}/deepseek"
           hit: value("h-hit"),
           requests: value("h-requests"),
         },
+        unpriced: value("h-unpriced"),
+        unpricedShown: !document.getElementById("h-unpriced").hidden,
         series,
         tables: Object.fromEntries(
           ["prefixes", "misses", "instances"].map((id) => [
@@ -223,6 +228,9 @@ base_url = "${sim}/deepseek"
       hit: String(t.hit_rate),
       requests: String(t.requests),
     });
+    // OpenAI and Gemini have no output price in the table: their requests are named, not summed.
+    assert.equal(drawn.unpriced, String(t.unpriced));
+    assert.ok(t.unpriced > 0 && drawn.unpricedShown, "the unpriced requests are shown");
     for (const id of ["chart-spend", "chart-hit", "chart-tokens"]) {
       assert.deepEqual(drawn.series[id], byKey(series.rows), id);
     }
@@ -279,11 +287,11 @@ base_url = "${sim}/deepseek"
     await page.waitForFunction(() => document.getElementById("board").dataset.step === "day");
 
     // The 30-day view of a month of history: one point a day, as /api/usage has them.
-    assert.equal(await seedHistory(join(tmp, "cachet.db")), 87);
+    assert.equal(await seedHistory(join(tmp, "cachet.db")), 78);
     await page.click('#ranges button[data-range="30d"]');
     await page.waitForFunction(() => {
       const rows = JSON.parse(document.getElementById("chart-spend").dataset.series || "[]");
-      return rows.length >= 29;
+      return rows.length >= 26;
     });
     const month = await page.evaluate(() => ({
       from: document.getElementById("board").dataset.from,
@@ -291,11 +299,21 @@ base_url = "${sim}/deepseek"
       requests: document.getElementById("h-requests").dataset.value,
       series: JSON.parse(document.getElementById("chart-tokens").dataset.series),
       instances: document.querySelectorAll("#instances tbody tr").length,
+      // The spend line's points (its first series: one circle per row, in row order).
+      xs: [...document.querySelectorAll("#chart-spend circle")].map((c) => Number(c.getAttribute("cx"))),
     }));
     const byDay = await api(base, "/api/usage", { from: month.from, to: month.to, group_by: "day" });
     assert.deepEqual(month.series, byKey(byDay.body.rows));
     assert.equal(month.requests, String(byDay.body.totals.requests));
-    assert.ok(month.series.length >= 29 && month.series.length <= 31, `${month.series.length} days`);
+    assert.ok(month.series.length >= 26 && month.series.length <= 28, `${month.series.length} days`);
+    // Points stand at their day, not their rank: the gap of three days is four days wide. The
+    // first and last days may be cut by the range, so only the inner steps are compared.
+    const days = month.series.map((r) => Date.parse(r.key + "T00:00Z") / 86400000);
+    const xs = month.xs.slice(0, days.length);
+    const perDay = [];
+    for (let i = 1; i + 1 < days.length - 1; i++) perDay.push((xs[i + 1] - xs[i]) / (days[i + 1] - days[i]));
+    assert.ok(days.some((d, i) => i > 0 && d - days[i - 1] === 4), `a four-day step: ${days}`);
+    for (const w of perDay) assert.ok(Math.abs(w - perDay[0]) < 0.25, `uniform per day: ${perDay}`);
     assert.equal(month.instances, 2, "the proxy and the instance that wrote the history");
     await page.screenshot({ path: join(ARTIFACTS, "4-thirty-days.png"), fullPage: true });
 

@@ -7,7 +7,12 @@ const TOKEN_KEY = "cachet.admin-token";
 const HOUR = 3600 * 1000;
 const RANGES = { "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
 
-const state = { range: "24h", timer: null, busy: false, again: false };
+const MINUTE = 60 * 1000;
+const STEPS = { hour: HOUR, day: 24 * HOUR };
+
+// `skew`: the proxy's clock less this browser's, from the Date of its answers (whole seconds,
+// so differences under 2 s are taken as none): a preset range ends at the proxy's "now".
+const state = { range: "24h", timer: null, busy: false, again: false, skew: 0 };
 
 const $ = (id) => document.getElementById(id);
 // SVG presentation attributes do not take var(): the palette is read from the stylesheet.
@@ -34,6 +39,11 @@ async function api(path, params) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = "Bearer " + token;
   const res = await fetch(`${path}?${query}`, { headers, cache: "no-store" });
+  const served = Date.parse(res.headers.get("date") || "");
+  if (Number.isFinite(served)) {
+    const skew = served - Date.now();
+    state.skew = Math.abs(skew) < 2000 ? 0 : skew;
+  }
   if (res.status === 401) throw new Unauthorized();
   if (!res.ok) {
     let message = res.statusText;
@@ -58,7 +68,10 @@ function window_() {
     }
     return { from, to, step: to - from <= 48 * HOUR ? "hour" : "day" };
   }
-  const to = Date.now();
+  // Ends at the next whole minute of the proxy's clock: it holds nothing later yet, and every
+  // refresh (and every tab) within the minute asks the same question, which the proxy answers
+  // once for all of them.
+  const to = Math.ceil((Date.now() + state.skew + 1) / MINUTE) * MINUTE;
   const span = RANGES[state.range] || RANGES["24h"];
   return { from: to - span, to, step: span <= 24 * HOUR ? "hour" : "day" };
 }
@@ -127,50 +140,87 @@ function yAxis(root, max, format) {
   }
 }
 
-function xLabels(root, keys, x) {
-  const every = Math.max(1, Math.ceil(keys.length / 6));
-  keys.forEach((k, i) => {
-    if (i % every !== 0) return;
-    const t = svg("text", { x: x(i), y: H - 6, "text-anchor": "middle" }, root);
-    t.textContent = k.length > 10 ? k.slice(5) : k;
-  });
+/** Where each time bucket lies on the x axis: buckets are placed by their time within the
+ * range, so a span with no records shows as a gap, not as neighbouring points. */
+function timeAxis(w) {
+  const step = STEPS[w.step];
+  const span = Math.max(1, w.to - w.from);
+  const left = PAD.l;
+  const width = W - PAD.l - PAD.r;
+  const at = (ms) => left + (width * (Math.min(Math.max(ms, w.from), w.to) - w.from)) / span;
+  const start = (row) => Date.parse(row.key.length === 10 ? row.key + "T00:00Z" : row.key);
+  return {
+    step,
+    start,
+    // A bucket's share of the range (the first and last may be cut by it).
+    band: (row) => ({ x0: at(start(row)), x1: at(start(row) + step) }),
+    mid: (row) => (at(start(row)) + at(start(row) + step)) / 2,
+    at,
+  };
 }
 
-/** Lines over the time series; `series` = [[field, color, label]]. */
-function lines(el, rows, series, format, max) {
+function xLabels(root, w, axis) {
+  const step = axis.step;
+  const buckets = Math.ceil((w.to - w.from) / step);
+  const every = Math.max(1, Math.ceil(buckets / 6)) * step;
+  const first = Math.ceil(w.from / every) * every;
+  for (let t = first; t < w.to; t += every) {
+    const iso = new Date(t).toISOString();
+    const text = step === HOUR ? (t === first || iso.slice(11, 13) === "00" ? iso.slice(5, 10) + " " : "") + iso.slice(11, 13) + "h" : iso.slice(5, 10);
+    const label = svg("text", { x: axis.at(t), y: H - 6, "text-anchor": "middle" }, root);
+    label.textContent = text;
+  }
+}
+
+/** Lines over the time series; `series` = [[field, color, label]]. A line breaks where a
+ * bucket has no records or its value is null (a hit rate with no input). */
+function lines(el, rows, w, series, format, max) {
   const root = canvas(el, rows);
   if (rows.length === 0) return;
+  const axis = timeAxis(w);
   const top = max ?? Math.max(1, ...rows.flatMap((r) => series.map(([f]) => r[f] ?? 0)));
-  const x = (i) => PAD.l + ((W - PAD.l - PAD.r) * (rows.length === 1 ? 0.5 : i / (rows.length - 1)));
-  const y = (v) => PAD.t + (H - PAD.t - PAD.b) * (1 - (v ?? 0) / top);
+  const y = (v) => PAD.t + (H - PAD.t - PAD.b) * (1 - v / top);
   yAxis(root, top, format);
-  xLabels(root, rows.map((r) => r.key), x);
+  xLabels(root, w, axis);
   for (const [field, color] of series) {
-    const d = rows.map((r, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(r[field]).toFixed(1)}`).join("");
-    svg("path", { d, fill: "none", stroke: color, "stroke-width": 2 }, root);
-    rows.forEach((r, i) => svg("circle", { cx: x(i), cy: y(r[field]), r: 2.5, fill: color }, root));
+    let d = "";
+    let previous = null;
+    for (const r of rows) {
+      const v = r[field];
+      if (v == null) {
+        previous = null;
+        continue;
+      }
+      const joined = previous != null && axis.start(r) - axis.start(previous) === axis.step;
+      d += `${joined ? "L" : "M"}${axis.mid(r).toFixed(1)},${y(v).toFixed(1)}`;
+      svg("circle", { cx: axis.mid(r).toFixed(1), cy: y(v).toFixed(1), r: 2.5, fill: color }, root);
+      previous = r;
+    }
+    if (d) svg("path", { d, fill: "none", stroke: color, "stroke-width": 2 }, root);
   }
   legend(el, series.map(([, color, label]) => [label, color]));
 }
 
-/** Stacked bars of token kinds over the time series. */
-function stacked(el, rows, kinds) {
+/** Stacked bars of token kinds over the time series, each as wide as its bucket. */
+function stacked(el, rows, w, kinds) {
   const root = canvas(el, rows);
   if (rows.length === 0) return;
+  const axis = timeAxis(w);
   const total = (r) => kinds.reduce((s, [k]) => s + (r.tokens[k] ?? 0), 0);
   const top = Math.max(1, ...rows.map(total));
-  const band = (W - PAD.l - PAD.r) / rows.length;
   const scale = (H - PAD.t - PAD.b) / top;
   yAxis(root, top, (v) => int(Math.round(v)));
-  xLabels(root, rows.map((r) => r.key), (i) => PAD.l + band * (i + 0.5));
-  rows.forEach((r, i) => {
+  xLabels(root, w, axis);
+  for (const r of rows) {
+    const { x0, x1 } = axis.band(r);
+    const gap = Math.min(2, (x1 - x0) * 0.15);
     let base = H - PAD.b;
     for (const [kind, color] of kinds) {
       const h = (r.tokens[kind] ?? 0) * scale;
-      svg("rect", { x: PAD.l + band * i + band * 0.15, y: base - h, width: band * 0.7, height: h, fill: color }, root);
+      svg("rect", { x: x0 + gap, y: base - h, width: Math.max(0.5, x1 - x0 - 2 * gap), height: h, fill: color }, root);
       base -= h;
     }
-  });
+  }
   legend(el, kinds.map(([kind, color]) => [kind.replace("_", " "), color]));
 }
 
@@ -179,7 +229,7 @@ function breakdown(el, rows) {
   const height = Math.max(60, 26 * rows.length + 10);
   const root = canvas(el, rows, height);
   if (rows.length === 0) return;
-  const top = Math.max(1, ...rows.map((r) => Math.max(r.cost_nusd, r.saved_nusd)));
+  const top = Math.max(1, ...rows.map((r) => Math.max(r.cost_nusd, Math.abs(r.saved_nusd))));
   const left = 130;
   const width = W - left - 90;
   rows.forEach((r, i) => {
@@ -187,11 +237,15 @@ function breakdown(el, rows) {
     const label = svg("text", { x: left - 6, y: y + 12, "text-anchor": "end" }, root);
     label.textContent = r.key === "" ? "(none)" : r.key.slice(0, 22);
     svg("rect", { x: left, y, width: (width * Math.max(0, r.cost_nusd)) / top, height: 9, fill: color("--spend") }, root);
-    svg("rect", { x: left, y: y + 10, width: (width * Math.max(0, r.saved_nusd)) / top, height: 9, fill: color("--read") }, root);
+    // Caching can cost more than it saves (writes never read): that bar is drawn as a loss.
+    const lost = r.saved_nusd < 0;
+    svg("rect", { x: left, y: y + 10, width: (width * Math.abs(r.saved_nusd)) / top, height: 9, fill: color(lost ? "--loss" : "--read") }, root);
     const note = svg("text", { x: W - 4, y: y + 12, "text-anchor": "end" }, root);
-    note.textContent = `${usd(r.cost_nusd)} · ${pct(r.hit_rate)}`;
+    note.textContent = `${usd(r.cost_nusd)} · ${pct(r.hit_rate)}` + (r.unpriced ? ` · ${int(r.unpriced)} unpriced` : "");
   });
-  legend(el, [["spend", color("--spend")], ["saved", color("--read")]]);
+  const items = [["spend", color("--spend")], ["saved", color("--read")]];
+  if (rows.some((r) => r.saved_nusd < 0)) items.push(["cost more than uncached", color("--loss")]);
+  legend(el, items);
 }
 
 // ---- tables -------------------------------------------------------------------------------
@@ -240,6 +294,27 @@ function advise(advice) {
 
 // ---- the page -----------------------------------------------------------------------------
 
+/** What the money figures leave out: requests whose price is missing, and the models they
+ * asked for (a missing price is never guessed). */
+function unpriced(totals, models) {
+  const el = $("h-unpriced");
+  el.dataset.value = String(totals.unpriced);
+  if (!totals.unpriced) {
+    el.hidden = true;
+    return;
+  }
+  const named = models.filter((r) => r.unpriced > 0).map((r) => r.key || "(no model)");
+  el.textContent = `${int(totals.unpriced)} of ${int(totals.requests)} requests are not in the money figures: no price for ${named.join(", ")} in the price table.`;
+  el.hidden = false;
+}
+
+/** A reading that followed only the newest records of a long range says so. */
+function partial(id, reading) {
+  const el = $(id);
+  el.hidden = !reading.truncated;
+  el.dataset.value = String(Boolean(reading.truncated));
+}
+
 function headline(totals) {
   const set = (id, value, text) => {
     $(id).dataset.value = String(value);
@@ -260,13 +335,16 @@ function render(d) {
   board.dataset.to = String(d.w.to);
   board.dataset.step = d.w.step;
   headline(d.series.totals);
+  unpriced(d.series.totals, d.model.rows);
+  partial("prefixes-partial", d.prefixes);
+  partial("advice-partial", d.advice);
   const rows = d.series.rows.slice().sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  lines($("chart-spend"), rows, [
+  lines($("chart-spend"), rows, d.w, [
     ["cost_uncached_nusd", color("--uncached"), "without caching"],
     ["cost_nusd", color("--spend"), "spend"],
   ], (v) => usd(v));
-  lines($("chart-hit"), rows, [["hit_rate", color("--hit"), "token hit rate"]], (v) => pct(v), 1);
-  stacked($("chart-tokens"), rows, [
+  lines($("chart-hit"), rows, d.w, [["hit_rate", color("--hit"), "token hit rate"]], (v) => pct(v), 1);
+  stacked($("chart-tokens"), rows, d.w, [
     ["cache_read", color("--read")],
     ["cache_write", color("--write")],
     ["input_uncached", color("--input")],
