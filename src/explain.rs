@@ -563,7 +563,8 @@ fn explain(
 }
 
 /// Where `print` parts from `nearest` after `shared` common chunks, and why; `None` when they
-/// part only in the newest turn (a new question) or not at all.
+/// part only in the newest turn (a new question), when `print` extends `nearest`, or not at
+/// all.
 fn divergence(
     print: &Fingerprint,
     nearest: &Fingerprint,
@@ -571,9 +572,11 @@ fn divergence(
 ) -> Option<(Reason, usize, usize)> {
     let here = print.chunks.get(shared)?;
     let segment = here.segment;
-    let other_segment = nearest.chunks.get(shared).map(|c| c.segment);
+    // The earlier prompt ends where they part: this one extends it (a new turn, which in a chat
+    // dialect is the reply and the next question), so nothing was edited.
+    let other_segment = nearest.chunks.get(shared)?.segment;
     let mine = &print.segments[segment];
-    let theirs = other_segment.and_then(|s| nearest.segments.get(s));
+    let theirs = nearest.segments.get(other_segment);
     let offset = theirs.map_or(0, |t| first_difference(mine, t));
     let volatile = theirs.and_then(|t| volatile_token(mine, t, offset));
     let (reason, offset) = match (mine.place, volatile) {

@@ -147,6 +147,17 @@ fn edited_history_and_a_plain_new_turn() {
         explain_last(&[turn("Hello there", "Next?"), turn("Hello there", "Other?")]),
         None
     );
+    // The next turn extends the whole earlier prompt by a reply and a question: nothing was
+    // edited, however little the provider read.
+    let mut longer = turn("Hello there", "Next?");
+    longer["messages"]
+        .as_array_mut()
+        .expect("messages")
+        .extend([
+            json!({"role": "assistant", "content": "Gladly."}),
+            json!({"role": "user", "content": "And then?"}),
+        ]);
+    assert_eq!(explain_last(&[turn("Hello there", "Next?"), longer]), None);
 }
 
 #[test]
