@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use super::Store;
 use super::store::on_pool;
+use super::usage::{SUMS, Span, rows_sql};
 use crate::explain::Reason;
 use crate::pricing::Rates;
 
@@ -301,15 +302,14 @@ impl Store {
     pub async fn misses(&self, from: i64, to: i64) -> Result<Vec<MissRow>, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
         let sql = format!(
-            "SELECT miss_reason AS reason, CAST(COUNT(*) AS BIGINT) AS n, \
+            "SELECT miss_reason AS reason, CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n, \
              CAST(COALESCE(SUM(miss_tokens), 0) AS BIGINT) AS tokens, \
-             CAST(COALESCE(SUM(miss_cost_nusd), 0) AS BIGINT) AS cost \
-             FROM ledger WHERE miss_reason IS NOT NULL AND at_ms >= {} AND at_ms < {} \
-             GROUP BY miss_reason ORDER BY n DESC, reason",
-            p(pg, 1),
-            p(pg, 2)
+             CAST(COALESCE(SUM(miss_cost), 0) AS BIGINT) AS cost \
+             FROM {} WHERE miss_reason <> '' GROUP BY miss_reason ORDER BY n DESC, reason",
+            rows_sql(pg)
         );
-        let mut rows = fetch!(self, &sql, [from, to], |r| (
+        let [b1, b2, b3, b4, b5, b6] = Span::of(from, to).binds();
+        let mut rows = fetch!(self, &sql, [b1, b2, b3, b4, b5, b6], |r| (
             r.try_get::<String, _>("reason").unwrap_or_default(),
             r.try_get::<i64, _>("n").unwrap_or_default(),
             r.try_get::<i64, _>("tokens").unwrap_or_default(),
@@ -389,19 +389,15 @@ impl Store {
     ) -> Result<Prefixes, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
         let sql = format!(
-            "SELECT prefix_key AS k, COALESCE(MAX(team), '') AS team, \
-             COALESCE(MAX(model), '') AS model, {SUMS}, \
-             CAST(COALESCE(SUM(CASE WHEN cache_read > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS reads, \
-             CAST(COALESCE(SUM(CASE WHEN cache_write_5m + cache_write_1h > 0 THEN 1 ELSE 0 END), 0) \
-                AS BIGINT) AS writes \
-             FROM ledger WHERE prefix_key IS NOT NULL AND at_ms >= {} AND at_ms < {} \
-             GROUP BY prefix_key ORDER BY cost DESC, k LIMIT {}",
-            p(pg, 1),
-            p(pg, 2),
-            p(pg, 3),
-            SUMS = super::usage::SUMS,
+            "SELECT prefix_key AS k, MAX(team) AS team, MAX(model) AS model, {SUMS}, \
+             CAST(COALESCE(SUM(CASE WHEN cr > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS reads, \
+             CAST(COALESCE(SUM(CASE WHEN cw > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS writes \
+             FROM {} WHERE prefix_key <> '' GROUP BY prefix_key ORDER BY cost DESC, k LIMIT {}",
+            rows_sql(pg),
+            p(pg, 7),
         );
-        let mut rows = fetch!(self, &sql, [from, to, limit], |r| {
+        let [b1, b2, b3, b4, b5, b6] = Span::records(from, to).binds();
+        let mut rows = fetch!(self, &sql, [b1, b2, b3, b4, b5, b6, limit], |r| {
             let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();
             let tokens = super::usage::Tokens {
                 input_uncached: int("iu"),
@@ -600,13 +596,13 @@ impl Store {
     pub async fn instances(&self, from: i64, to: i64) -> Result<Vec<Instance>, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
         let sql = format!(
-            "SELECT instance_id, CAST(COUNT(*) AS BIGINT) AS n, MIN(at_ms) AS first, \
-             MAX(at_ms) AS last FROM ledger WHERE at_ms >= {} AND at_ms < {} \
+            "SELECT instance_id, CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n, \
+             MIN(first_ms) AS first, MAX(last_ms) AS last FROM {} \
              GROUP BY instance_id ORDER BY instance_id",
-            p(pg, 1),
-            p(pg, 2)
+            rows_sql(pg)
         );
-        Ok(fetch!(self, &sql, [from, to], |r| Instance {
+        let [b1, b2, b3, b4, b5, b6] = Span::of(from, to).binds();
+        Ok(fetch!(self, &sql, [b1, b2, b3, b4, b5, b6], |r| Instance {
             instance_id: r.try_get("instance_id").unwrap_or_default(),
             requests: r.try_get("n").unwrap_or_default(),
             first_ms: r.try_get("first").unwrap_or_default(),

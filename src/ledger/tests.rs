@@ -153,3 +153,136 @@ fn the_writer_outlives_the_runtime_that_opened_the_store() {
         assert_eq!(store.count().await.expect("count"), 2);
     });
 }
+
+/// Records over 30 hours in varied groups, some unpriced, some missed, from two instances.
+fn day_and_a_half() -> Vec<LedgerRecord> {
+    (0..400i64)
+        .map(|i| {
+            let mut r = record(&format!("h{i}"), "client");
+            r.at_ms = 1_800_000_000_000 + i * 271_003;
+            let n = usize::try_from(i).unwrap_or_default();
+            r.team = ["search", "ads", ""].get(n % 3).map(|t| (*t).to_owned());
+            r.team = r.team.filter(|t| !t.is_empty());
+            r.model = Some(["claude-sonnet-4-6", "gpt-4.1"][n % 2].into());
+            r.upstream = ["anthropic", "openai", "gateway"][n % 3].into();
+            r.instance_id = ["i-1", "i-2"][n % 2].into();
+            r.usage.input_uncached = 10 + (i as u64 % 13) * 100;
+            r.usage.cache_read = (i as u64 % 4) * 1000;
+            r.cost_nusd = (i % 7 != 0).then_some(1000 + i);
+            r.cost_uncached_nusd = (i % 11 != 0).then_some(3000 + i);
+            if i % 5 == 0 {
+                r.miss_reason = Some(["expired", "history_edited"][n % 2]);
+                r.miss_tokens = Some(100 + i);
+                r.miss_cost_nusd = Some(7 * i);
+            }
+            r
+        })
+        .collect()
+}
+
+/// Whole hours read from `ledger_hourly` and part-hours from the ledger add up to what the
+/// records alone say, for every grouping and ranges cut anywhere; a batch stored twice counts
+/// once.
+async fn hours_agree_with_records(store: Store) {
+    use super::usage::{GroupBy, Span};
+    let records = day_and_a_half();
+    store.insert(&records[..250]).await.expect("insert");
+    store
+        .insert(&records[200..])
+        .await
+        .expect("insert overlapping");
+    store
+        .insert(&records[100..150])
+        .await
+        .expect("insert again");
+    let t0 = 1_800_000_000_000i64;
+    let hour = 3_600_000;
+    let ranges = [
+        (t0, t0 + 31 * hour),
+        (t0 - 5 * hour, t0 + 40 * hour),
+        (t0 + 123_457, t0 + 20 * hour + 1_800_007),
+        (t0 + 2_345_678, t0 + 7 * hour + 2_000_000),
+        (t0 + 600_000, t0 + 3_000_000),
+        (t0 / hour * hour + 2 * hour, t0 / hour * hour + 9 * hour),
+        (t0 + 29 * hour, t0 + 29 * hour + 1),
+    ];
+    let groupings = [
+        GroupBy::Team,
+        GroupBy::Model,
+        GroupBy::Upstream,
+        GroupBy::Day,
+        GroupBy::Hour,
+        GroupBy::MissReason,
+    ];
+    for (from, to) in ranges {
+        // A range of two hours or more holds a whole hour, read from `ledger_hourly`.
+        let whole_hour = to - from >= 2 * hour;
+        assert_eq!(
+            Span::of(from, to) != Span::records(from, to),
+            whole_hour,
+            "{from}..{to}"
+        );
+        for group_by in groupings {
+            let hours = store.usage(from, to, group_by).await.expect("usage");
+            let records = store
+                .usage_in(from, to, group_by, Span::records(from, to))
+                .await
+                .expect("records");
+            assert_eq!(hours.rows, records.rows, "{group_by:?} over {from}..{to}");
+        }
+        let inside: Vec<&LedgerRecord> = records
+            .iter()
+            .filter(|r| r.at_ms >= from && r.at_ms < to)
+            .collect();
+        let instances = store.instances(from, to).await.expect("instances");
+        for instance in &instances {
+            let mine: Vec<i64> = inside
+                .iter()
+                .filter(|r| r.instance_id == instance.instance_id)
+                .map(|r| r.at_ms)
+                .collect();
+            assert_eq!(instance.requests, mine.len() as i64);
+            assert_eq!(Some(instance.first_ms), mine.iter().min().copied());
+            assert_eq!(Some(instance.last_ms), mine.iter().max().copied());
+        }
+        let misses = store.misses(from, to).await.expect("misses");
+        for miss in &misses {
+            let mine: Vec<&&LedgerRecord> = inside
+                .iter()
+                .filter(|r| r.miss_reason == Some(miss.reason.as_str()))
+                .collect();
+            assert_eq!(miss.count, mine.len() as i64);
+            assert_eq!(
+                miss.tokens,
+                mine.iter().filter_map(|r| r.miss_tokens).sum::<i64>()
+            );
+            assert_eq!(
+                miss.cost_nusd,
+                mine.iter().filter_map(|r| r.miss_cost_nusd).sum::<i64>()
+            );
+        }
+        let total = store.usage(from, to, GroupBy::Team).await.expect("usage");
+        assert_eq!(total.totals.requests, inside.len() as i64);
+        let unpriced = inside
+            .iter()
+            .filter(|r| r.cost_nusd.is_none() || r.cost_uncached_nusd.is_none())
+            .count();
+        assert_eq!(total.totals.unpriced, unpriced as i64);
+    }
+    // The whole day and a half from the hours: every record, once.
+    let all = store
+        .usage(t0 - hour, t0 + 40 * hour, GroupBy::Team)
+        .await
+        .expect("usage");
+    assert_eq!(all.totals.requests, 400);
+}
+
+#[tokio::test]
+async fn sqlite_hours_agree_with_records() {
+    hours_agree_with_records(Store::open("sqlite::memory:").await.expect("open")).await;
+}
+
+#[tokio::test]
+async fn postgres_hours_agree_with_records() {
+    hours_agree_with_records(postgres_store("hours").await).await;
+}

@@ -119,19 +119,99 @@ pub struct Usage {
     pub totals: UsageRow,
 }
 
-/// The columns a `UsageRow` is read from: requests, tokens by kind, money summed only over the
-/// records whose costs are both known (a null is a missing price, not 0), and how many are not.
-pub(super) const SUMS: &str = "CAST(COUNT(*) AS BIGINT) AS requests, \
-    CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS iu, \
-    CAST(COALESCE(SUM(cache_read), 0) AS BIGINT) AS cr, \
-    CAST(COALESCE(SUM(cache_write_5m + cache_write_1h), 0) AS BIGINT) AS cw, \
-    CAST(COALESCE(SUM(output), 0) AS BIGINT) AS out, \
-    CAST(COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0) \
-        AS BIGINT) AS cost, \
-    CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN cost_uncached_nusd END), 0) \
-        AS BIGINT) AS unc, \
-    CAST(COALESCE(SUM(CASE WHEN cost_nusd IS NULL OR cost_uncached_nusd IS NULL \
-        THEN 1 ELSE 0 END), 0) AS BIGINT) AS unpriced";
+/// One record as a row of the sums, in the shape `ledger_hourly` keeps them (migration 0003
+/// computes the same per record): money counts only where both costs are known (a null is a
+/// missing price, not 0), and `unpriced` counts the others.
+const RECORD_ROW: &str = "at_ms, COALESCE(team, '') AS team, COALESCE(model, '') AS model, \
+    upstream, instance_id, COALESCE(miss_reason, '') AS miss_reason, \
+    COALESCE(prefix_key, '') AS prefix_key, 1 AS requests, input_uncached AS iu, \
+    cache_read AS cr, cache_write_5m + cache_write_1h AS cw, output AS out, \
+    CASE WHEN cost_uncached_nusd IS NOT NULL THEN COALESCE(cost_nusd, 0) ELSE 0 END AS cost, \
+    CASE WHEN cost_nusd IS NOT NULL THEN COALESCE(cost_uncached_nusd, 0) ELSE 0 END AS unc, \
+    CASE WHEN cost_nusd IS NULL OR cost_uncached_nusd IS NULL THEN 1 ELSE 0 END AS unpriced, \
+    COALESCE(miss_tokens, 0) AS miss_tokens, COALESCE(miss_cost_nusd, 0) AS miss_cost, \
+    at_ms AS first_ms, at_ms AS last_ms";
+
+/// An hour of `ledger_hourly` as a row of the same shape (it has no prefix keys).
+const HOUR_ROW: &str = "hour_ms AS at_ms, team, model, upstream, instance_id, miss_reason, \
+    '' AS prefix_key, requests, iu, cr, cw, out, cost, unc, unpriced, miss_tokens, miss_cost, \
+    first_ms, last_ms";
+
+/// The columns a `UsageRow` is read from, summed over the rows of `rows_sql`.
+pub(super) const SUMS: &str = "CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
+    CAST(COALESCE(SUM(iu), 0) AS BIGINT) AS iu, \
+    CAST(COALESCE(SUM(cr), 0) AS BIGINT) AS cr, \
+    CAST(COALESCE(SUM(cw), 0) AS BIGINT) AS cw, \
+    CAST(COALESCE(SUM(out), 0) AS BIGINT) AS out, \
+    CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS cost, \
+    CAST(COALESCE(SUM(unc), 0) AS BIGINT) AS unc, \
+    CAST(COALESCE(SUM(unpriced), 0) AS BIGINT) AS unpriced";
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Where the rows over a range `[from, to)` come from: its whole hours from `ledger_hourly`, the
+/// part-hours at its ends from the ledger; or all of it from the ledger, for what the hours do
+/// not keep (prefix keys) or a range without a whole hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    hours: (i64, i64),
+    records: [(i64, i64); 2],
+}
+
+impl Span {
+    pub(super) fn of(from: i64, to: i64) -> Span {
+        let first = from.div_euclid(HOUR_MS) * HOUR_MS;
+        let first = if first < from { first + HOUR_MS } else { first };
+        let last = to.div_euclid(HOUR_MS) * HOUR_MS;
+        if first < last {
+            Span {
+                hours: (first, last),
+                records: [(from, first), (last, to)],
+            }
+        } else {
+            Span::records(from, to)
+        }
+    }
+
+    pub(super) fn records(from: i64, to: i64) -> Span {
+        Span {
+            hours: (0, 0),
+            records: [(from, to), (0, 0)],
+        }
+    }
+
+    /// The values bound to `rows_sql`'s six placeholders.
+    pub(super) fn binds(self) -> [i64; 6] {
+        let Span {
+            hours: (h0, h1),
+            records: [(a0, a1), (b0, b1)],
+        } = self;
+        [h0, h1, a0, a1, b0, b1]
+    }
+}
+
+/// The rows of a span (`Span::binds` fills its placeholders 1 to 6), as a table named `r` with
+/// the columns of `RECORD_ROW`.
+pub(super) fn rows_sql(postgres: bool) -> String {
+    let p = |n: usize| {
+        if postgres {
+            format!("${n}")
+        } else {
+            "?".to_owned()
+        }
+    };
+    format!(
+        "(SELECT {HOUR_ROW} FROM ledger_hourly WHERE hour_ms >= {} AND hour_ms < {} \
+         UNION ALL SELECT {RECORD_ROW} FROM ledger WHERE at_ms >= {} AND at_ms < {} \
+         UNION ALL SELECT {RECORD_ROW} FROM ledger WHERE at_ms >= {} AND at_ms < {}) AS r",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6)
+    )
+}
 
 /// A `UsageRow` from a result row of either database (the SQL casts every sum to BIGINT:
 /// PostgreSQL's SUM of a bigint is NUMERIC).
@@ -161,17 +241,35 @@ macro_rules! usage_row {
 impl Store {
     /// Totals per group of the records with `from ≤ at_ms < to`, the costliest first.
     pub async fn usage(&self, from: i64, to: i64, group_by: GroupBy) -> Result<Usage, sqlx::Error> {
+        let span = match group_by {
+            GroupBy::Prefix => Span::records(from, to),
+            _ => Span::of(from, to),
+        };
+        self.usage_in(from, to, group_by, span).await
+    }
+
+    /// `usage` over `span`, which covers `[from, to)`.
+    pub(super) async fn usage_in(
+        &self,
+        from: i64,
+        to: i64,
+        group_by: GroupBy,
+        span: Span,
+    ) -> Result<Usage, sqlx::Error> {
         let postgres = matches!(self, Store::Postgres(_));
         let key = group_by.key_sql(postgres);
-        // Money sums only rows whose costs are both known: a null is a missing price, not 0.
         let sql = format!(
-            "SELECT {key} AS k, {SUMS} FROM ledger WHERE at_ms >= {p1} AND at_ms < {p2} GROUP BY k ORDER BY cost DESC, k",
-            p1 = if postgres { "$1" } else { "?" },
-            p2 = if postgres { "$2" } else { "?" },
+            "SELECT {key} AS k, {SUMS} FROM {rows} GROUP BY k ORDER BY cost DESC, k",
+            rows = rows_sql(postgres),
         );
+        let [b1, b2, b3, b4, b5, b6] = span.binds();
         let rows: Vec<UsageRow> = on_pool!(self, pool => sqlx::query(&sql)
-            .bind(from)
-            .bind(to)
+            .bind(b1)
+            .bind(b2)
+            .bind(b3)
+            .bind(b4)
+            .bind(b5)
+            .bind(b6)
             .fetch_all(pool)
             .await?
             .iter()
