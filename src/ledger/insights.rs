@@ -140,14 +140,23 @@ fn p(postgres: bool, n: usize) -> String {
     }
 }
 
-/// The minimum cacheable prompt of `model`: its own, or that of the priced model it is a dated
-/// snapshot of (`claude-sonnet-4-6-20260101`).
-fn minimum_of(model: &str, minimums: &[(String, u64)]) -> Option<u64> {
+/// The priced model `model` is (itself, or the one it is a dated snapshot of, as
+/// `claude-sonnet-4-6-20260101` is of `claude-sonnet-4-6`) and its minimum cacheable prompt.
+fn minimum_of<'a>(model: &str, minimums: &'a [(String, u64)]) -> Option<(&'a str, u64)> {
     minimums
         .iter()
         .filter(|(name, _)| model == name || crate::pricing::is_snapshot_of(model, name))
         .max_by_key(|(name, _)| name.len())
-        .map(|(_, min)| *min)
+        .map(|(name, min)| (name.as_str(), *min))
+}
+
+/// The price table's distinct minimums, smallest first: the SQL counts prompts against each
+/// (they are numbers from the table, never request data).
+fn distinct_minimums(minimums: &[(String, u64)]) -> Vec<u64> {
+    let mut thresholds: Vec<u64> = minimums.iter().map(|(_, min)| *min).collect();
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    thresholds
 }
 
 /// One record with cache activity, in time order, for following writes to their reads.
@@ -461,35 +470,7 @@ impl Store {
                 .then(a.prefix_key.cmp(&b.prefix_key))
         });
 
-        let under_sql = format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n, \
-             CAST(COALESCE(SUM(input_uncached), 0) AS BIGINT) AS tokens FROM ledger \
-             WHERE model = {} AND at_ms >= {} AND at_ms < {} AND call = 'client' \
-             AND cache_read = 0 AND cache_write_5m = 0 AND cache_write_1h = 0 \
-             AND input_uncached >= {} AND input_uncached < {}",
-            p(pg, 1),
-            p(pg, 2),
-            p(pg, 3),
-            p(pg, 4),
-            p(pg, 5)
-        );
-        let mut under_minimum = Vec::new();
-        for (model, min) in minimums {
-            let min = i64::try_from(*min).unwrap_or(i64::MAX);
-            let low = (min as f64 * JUST_UNDER) as i64;
-            let found = fetch!(self, &under_sql, [model.clone(), from, to, low, min], |r| (
-                r.try_get::<i64, _>("n").unwrap_or_default(),
-                r.try_get::<i64, _>("tokens").unwrap_or_default(),
-            ));
-            if let Some(&(requests, tokens)) = found.first().filter(|(n, _)| *n > 0) {
-                under_minimum.push(UnderMinimum {
-                    model: model.clone(),
-                    min_cacheable_tokens: min,
-                    requests,
-                    tokens,
-                });
-            }
-        }
+        let under_minimum = self.under_minimum(from, to, minimums).await?;
 
         let markers_sql = format!(
             "SELECT COALESCE(team, '') AS team, upstream, CAST(COUNT(*) AS BIGINT) AS n, \
@@ -525,6 +506,70 @@ impl Store {
         })
     }
 
+    /// Prompts of each priced model a little under its minimum, that cached nothing.
+    async fn under_minimum(
+        &self,
+        from: i64,
+        to: i64,
+        minimums: &[(String, u64)],
+    ) -> Result<Vec<UnderMinimum>, sqlx::Error> {
+        let pg = matches!(self, Store::Postgres(_));
+        let thresholds = distinct_minimums(minimums);
+        // Per distinct minimum, the prompts just under it and their tokens.
+        let columns: String = thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, min)| {
+                let low = (*min as f64 * JUST_UNDER) as u64;
+                let under = format!("input_uncached >= {low} AND input_uncached < {min}");
+                format!(
+                    ", CAST(COALESCE(SUM(CASE WHEN {under} THEN 1 ELSE 0 END), 0) AS BIGINT) AS n{i}\
+                     , CAST(COALESCE(SUM(CASE WHEN {under} THEN input_uncached ELSE 0 END), 0) \
+                     AS BIGINT) AS t{i}"
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT COALESCE(model, '') AS model{columns} FROM ledger \
+             WHERE at_ms >= {} AND at_ms < {} AND call = 'client' \
+             AND cache_read = 0 AND cache_write_5m = 0 AND cache_write_1h = 0 \
+             GROUP BY COALESCE(model, '')",
+            p(pg, 1),
+            p(pg, 2)
+        );
+        let groups = fetch!(self, &sql, [from, to], |r| {
+            let model: String = r.try_get("model").unwrap_or_default();
+            let int = |c: String| r.try_get::<i64, _>(c.as_str()).unwrap_or_default();
+            minimum_of(&model, minimums).and_then(|(name, min)| {
+                let i = thresholds.iter().position(|t| *t == min)?;
+                Some((
+                    name.to_owned(),
+                    min,
+                    int(format!("n{i}")),
+                    int(format!("t{i}")),
+                ))
+            })
+        });
+        let mut out: Vec<UnderMinimum> = Vec::new();
+        for (model, min, requests, tokens) in groups.into_iter().flatten() {
+            match out.iter_mut().find(|u| u.model == model) {
+                Some(u) => {
+                    u.requests += requests;
+                    u.tokens += tokens;
+                }
+                None => out.push(UnderMinimum {
+                    model,
+                    min_cacheable_tokens: i64::try_from(min).unwrap_or(i64::MAX),
+                    requests,
+                    tokens,
+                }),
+            }
+        }
+        out.retain(|u| u.requests > 0);
+        out.sort_by(|a, b| a.model.cmp(&b.model));
+        Ok(out)
+    }
+
     /// Upstreams whose marked requests, long enough to cache, reported no cache activity. A
     /// prompt under its model's minimum never caches, marked or not: it proves nothing.
     async fn silent_upstreams(
@@ -534,9 +579,7 @@ impl Store {
         minimums: &[(String, u64)],
     ) -> Result<Vec<SilentUpstream>, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
-        let mut thresholds: Vec<u64> = minimums.iter().map(|(_, min)| *min).collect();
-        thresholds.sort_unstable();
-        thresholds.dedup();
+        let thresholds = distinct_minimums(minimums);
         // One count per distinct minimum (numbers from the price table, not request data).
         let above: String = thresholds
             .iter()
@@ -561,7 +604,7 @@ impl Store {
             let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();
             let model: String = r.try_get("model").unwrap_or_default();
             let cacheable = match minimum_of(&model, minimums)
-                .and_then(|min| thresholds.iter().position(|t| *t == min))
+                .and_then(|(_, min)| thresholds.iter().position(|t| *t == min))
             {
                 Some(i) => int(&format!("above{i}")),
                 None => int("n"),
