@@ -38,16 +38,21 @@ FROM ledger
 GROUP BY at_ms - (at_ms % 3600000), COALESCE(team, ''), COALESCE(model, ''), upstream, instance_id,
     COALESCE(miss_reason, '');
 
+-- Once per INSERT statement, over the rows it stored (a transition table holds only those):
+-- one upsert per group of a batch, not one per record.
 CREATE FUNCTION ledger_hourly_add() RETURNS trigger AS $$
 BEGIN
-    INSERT INTO ledger_hourly VALUES (
-        NEW.at_ms - (NEW.at_ms % 3600000), COALESCE(NEW.team, ''), COALESCE(NEW.model, ''),
-        NEW.upstream, NEW.instance_id, COALESCE(NEW.miss_reason, ''),
-        1, NEW.input_uncached, NEW.cache_read, NEW.cache_write_5m + NEW.cache_write_1h, NEW.output,
-        CASE WHEN NEW.cost_uncached_nusd IS NOT NULL THEN COALESCE(NEW.cost_nusd, 0) ELSE 0 END,
-        CASE WHEN NEW.cost_nusd IS NOT NULL THEN COALESCE(NEW.cost_uncached_nusd, 0) ELSE 0 END,
-        CASE WHEN NEW.cost_nusd IS NULL OR NEW.cost_uncached_nusd IS NULL THEN 1 ELSE 0 END,
-        COALESCE(NEW.miss_tokens, 0), COALESCE(NEW.miss_cost_nusd, 0), NEW.at_ms, NEW.at_ms)
+    INSERT INTO ledger_hourly
+    SELECT at_ms - (at_ms % 3600000), COALESCE(team, ''), COALESCE(model, ''), upstream,
+        instance_id, COALESCE(miss_reason, ''), COUNT(*), SUM(input_uncached), SUM(cache_read),
+        SUM(cache_write_5m + cache_write_1h), SUM(output),
+        COALESCE(SUM(CASE WHEN cost_uncached_nusd IS NOT NULL THEN cost_nusd END), 0),
+        COALESCE(SUM(CASE WHEN cost_nusd IS NOT NULL THEN cost_uncached_nusd END), 0),
+        SUM(CASE WHEN cost_nusd IS NULL OR cost_uncached_nusd IS NULL THEN 1 ELSE 0 END),
+        COALESCE(SUM(miss_tokens), 0), COALESCE(SUM(miss_cost_nusd), 0), MIN(at_ms), MAX(at_ms)
+    FROM stored
+    GROUP BY at_ms - (at_ms % 3600000), COALESCE(team, ''), COALESCE(model, ''), upstream,
+        instance_id, COALESCE(miss_reason, '')
     ON CONFLICT (hour_ms, team, model, upstream, instance_id, miss_reason) DO UPDATE SET
         requests = ledger_hourly.requests + excluded.requests,
         iu = ledger_hourly.iu + excluded.iu,
@@ -66,7 +71,8 @@ END
 $$ LANGUAGE plpgsql;
 
 CREATE TRIGGER ledger_hourly_add AFTER INSERT ON ledger
-    FOR EACH ROW EXECUTE FUNCTION ledger_hourly_add();
+    REFERENCING NEW TABLE AS stored
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_hourly_add();
 
 -- The latest example of each miss reason.
 CREATE INDEX ledger_miss ON ledger (miss_reason, at_ms);

@@ -10,7 +10,10 @@
 //! next in practice (the same conversation or document), which is what the dashboard needs to
 //! tell paying writes from wasted ones.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
 
 use serde::Serialize;
 use sqlx::Row;
@@ -68,6 +71,8 @@ pub struct Prefixes {
     /// The range held more records than one reading follows: wasted writes count over the
     /// newest `SCAN_LIMIT` only.
     pub truncated: bool,
+    /// When it was read: the answer is kept a while (see `http::admin`).
+    pub as_of_ms: i64,
 }
 
 /// A prefix whose 5-minute writes were written again 5 to 60 minutes later: a 1h TTL would have
@@ -115,6 +120,8 @@ pub struct Advice {
     pub no_markers: Vec<NoMarkers>,
     pub silent_upstreams: Vec<SilentUpstream>,
     pub truncated: bool,
+    /// When it was read: the answer is kept a while (see `http::admin`).
+    pub as_of_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -159,12 +166,14 @@ fn distinct_minimums(minimums: &[(String, u64)]) -> Vec<u64> {
     thresholds
 }
 
-/// One record with cache activity, in time order, for following writes to their reads.
+/// One record with cache activity, in time order, for following writes to their reads. Its
+/// names are shared with every other record of the reading that carries them: a long range has
+/// hundreds of thousands of records but few tenants, models and prefixes.
 #[derive(Debug, Clone)]
 struct Activity {
-    tenant: String,
-    model: String,
-    prefix_key: Option<String>,
+    tenant: Arc<str>,
+    model: Arc<str>,
+    prefix_key: Option<Arc<str>>,
     at_ms: i64,
     cache_read: i64,
     write_5m: i64,
@@ -194,7 +203,7 @@ struct LastUse {
 
 /// A write still waiting for a read.
 struct Pending {
-    prefix_key: Option<String>,
+    prefix_key: Option<Arc<str>>,
     /// The written prefix ends here (tokens read before it + tokens written).
     end: i64,
     expires_ms: i64,
@@ -208,14 +217,14 @@ fn follow(rows: &[Activity], to: i64, rates: &(dyn Fn(&str) -> Option<Rates> + S
     // (tenant, model, end) → the prefix's last use.
     let mut last_use: HashMap<(&str, &str, i64), LastUse> = HashMap::new();
     for row in rows {
-        let stream = (row.tenant.as_str(), row.model.as_str());
+        let stream = (&*row.tenant, &*row.model);
         let waiting = pending.entry(stream).or_default();
         waiting.retain(|w| {
             let used = row.cache_read > 0 && row.cache_read >= w.end && row.at_ms <= w.expires_ms;
             let expired = w.expires_ms < row.at_ms;
             if expired && !used {
                 if let Some(key) = &w.prefix_key {
-                    *out.wasted.entry(key.clone()).or_default() += 1;
+                    *out.wasted.entry(key.to_string()).or_default() += 1;
                 }
             }
             !(used || expired)
@@ -269,7 +278,7 @@ fn follow(rows: &[Activity], to: i64, rates: &(dyn Fn(&str) -> Option<Rates> + S
                 let nano = i64::try_from((saved - premium) / 1000).unwrap_or(0);
                 let entry = out
                     .one_hour
-                    .entry((key_name.clone(), row.model.clone()))
+                    .entry((key_name.to_string(), row.model.to_string()))
                     .or_default();
                 entry.0 += 1;
                 entry.1 += nano;
@@ -289,7 +298,7 @@ fn follow(rows: &[Activity], to: i64, rates: &(dyn Fn(&str) -> Option<Rates> + S
     for (_, waiting) in pending {
         for w in waiting.into_iter().filter(|w| w.expires_ms <= to) {
             if let Some(key) = w.prefix_key {
-                *out.wasted.entry(key).or_default() += 1;
+                *out.wasted.entry(key.to_string()).or_default() += 1;
             }
         }
     }
@@ -371,14 +380,32 @@ impl Store {
             p(pg, 2),
             p(pg, 3)
         );
-        let rows = fetch!(self, &sql, [from, to, limit + 1], |r| Activity {
-            tenant: r.try_get("tenant").unwrap_or_default(),
-            model: r.try_get("model").unwrap_or_default(),
-            prefix_key: r.try_get("prefix_key").ok().flatten(),
-            at_ms: r.try_get("at_ms").unwrap_or_default(),
-            cache_read: r.try_get("cache_read").unwrap_or_default(),
-            write_5m: r.try_get("cache_write_5m").unwrap_or_default(),
-            write_1h: r.try_get("cache_write_1h").unwrap_or_default(),
+        // Streamed, not fetched whole: only the compact records are held.
+        let mut names: HashSet<Arc<str>> = HashSet::new();
+        let mut name = |text: &str| -> Arc<str> {
+            if let Some(shared) = names.get(text) {
+                return shared.clone();
+            }
+            let shared: Arc<str> = text.into();
+            names.insert(shared.clone());
+            shared
+        };
+        let rows = on_pool!(self, pool => {
+            let mut stream = sqlx::query(&sql).bind(from).bind(to).bind(limit + 1).fetch(pool);
+            let mut rows = Vec::new();
+            while let Some(r) = stream.try_next().await? {
+                let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();
+                rows.push(Activity {
+                    tenant: name(r.try_get::<&str, _>("tenant").unwrap_or_default()),
+                    model: name(r.try_get::<&str, _>("model").unwrap_or_default()),
+                    prefix_key: r.try_get::<Option<&str>, _>("prefix_key").ok().flatten().map(&mut name),
+                    at_ms: int("at_ms"),
+                    cache_read: int("cache_read"),
+                    write_5m: int("cache_write_5m"),
+                    write_1h: int("cache_write_1h"),
+                });
+            }
+            rows
         });
         let truncated = rows.len() as i64 > limit;
         let mut rows = rows;
@@ -435,7 +462,11 @@ impl Store {
         for row in &mut rows {
             row.wasted_writes = followed.wasted.get(&row.prefix_key).copied().unwrap_or(0);
         }
-        Ok(Prefixes { rows, truncated })
+        Ok(Prefixes {
+            rows,
+            truncated,
+            as_of_ms: now,
+        })
     }
 
     /// The advisor's findings over `[from, to)` as of `now`. `rates` prices a model; `minimums`
@@ -503,6 +534,7 @@ impl Store {
             no_markers,
             silent_upstreams,
             truncated,
+            as_of_ms: now,
         })
     }
 

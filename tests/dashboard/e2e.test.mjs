@@ -202,6 +202,7 @@ base_url = "${sim}/deepseek"
           requests: value("h-requests"),
         },
         unpriced: value("h-unpriced"),
+        prefixesAsOf: value("prefixes-as-of"),
         unpricedShown: !document.getElementById("h-unpriced").hidden,
         series,
         tables: Object.fromEntries(
@@ -244,6 +245,8 @@ base_url = "${sim}/deepseek"
     assert.ok(drawn.paths > 10, "the charts are drawn");
     const prefixes = (await api(base, "/api/prefixes", { ...range, limit: 20 })).body;
     assert.equal(drawn.tables.prefixes, prefixes.rows.length);
+    // The prefix table is read every few minutes and says when: the same answer, kept.
+    assert.equal(drawn.prefixesAsOf, String(prefixes.as_of_ms));
     assert.ok(prefixes.rows.length > 0);
     const misses = (await api(base, "/api/misses", range)).body;
     assert.equal(drawn.tables.misses, misses.length);

@@ -7,7 +7,6 @@ const TOKEN_KEY = "cachet.admin-token";
 const HOUR = 3600 * 1000;
 const RANGES = { "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
 
-const MINUTE = 60 * 1000;
 const STEPS = { hour: HOUR, day: 24 * HOUR };
 
 // `skew`: the proxy's clock less this browser's, from the Date of its answers (whole seconds,
@@ -68,10 +67,10 @@ function window_() {
     }
     return { from, to, step: to - from <= 48 * HOUR ? "hour" : "day" };
   }
-  // Ends at the next whole minute of the proxy's clock: it holds nothing later yet, and every
-  // refresh (and every tab) within the minute asks the same question, which the proxy answers
-  // once for all of them.
-  const to = Math.ceil((Date.now() + state.skew + 1) / MINUTE) * MINUTE;
+  // Whole hours, up to the end of the current hour of the proxy's clock (it holds nothing later
+  // yet): the proxy then sums them from its hourly totals, not from every record, and every
+  // refresh and tab within the hour asks the same question.
+  const to = Math.ceil((Date.now() + state.skew + 1) / HOUR) * HOUR;
   const span = RANGES[state.range] || RANGES["24h"];
   return { from: to - span, to, step: span <= 24 * HOUR ? "hour" : "day" };
 }
@@ -315,6 +314,12 @@ function partial(id, reading) {
   el.dataset.value = String(Boolean(reading.truncated));
 }
 
+/** The readings that follow every write are made every few minutes: when this one was. */
+function asOf(id, reading) {
+  $(id).textContent = `as of ${when(reading.as_of_ms)}, read again every 5 minutes`;
+  $(id).dataset.value = String(reading.as_of_ms);
+}
+
 function headline(totals) {
   const set = (id, value, text) => {
     $(id).dataset.value = String(value);
@@ -338,6 +343,8 @@ function render(d) {
   unpriced(d.series.totals, d.model.rows);
   partial("prefixes-partial", d.prefixes);
   partial("advice-partial", d.advice);
+  asOf("prefixes-as-of", d.prefixes);
+  asOf("advice-as-of", d.advice);
   const rows = d.series.rows.slice().sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   lines($("chart-spend"), rows, d.w, [
     ["cost_uncached_nusd", color("--uncached"), "without caching"],
