@@ -147,8 +147,9 @@ impl Ledger {
 
 /// Runs `work` on a thread of its own at the lowest priority (SCHED_BATCH, nice 19), on a
 /// runtime of its own: the ledger's background work must never take the CPU from requests.
-/// Threads it starts (sqlx's SQLite workers) inherit both. Not SCHED_IDLE: measured here, a
-/// SCHED_IDLE busy loop added about 1 ms to a proxied request's p99, a nice-19 one about 0.2 ms.
+/// Threads it starts (sqlx's SQLite workers) inherit both. Not SCHED_IDLE: on this project's
+/// 2-vCPU machines a SCHED_IDLE busy loop added about 1 ms to a proxied request's p99, more
+/// than a nice-19 one (0.2 to 0.6 ms; scripts/bench-dashboard's control measures the latter).
 fn background(name: &str, work: impl std::future::Future<Output = ()> + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name(name.to_owned())

@@ -266,6 +266,8 @@ function table(id, rows, fill) {
     body.append(tr);
   }
   $(id).dataset.rows = String(rows.length);
+  const empty = $(id + "-empty");
+  if (empty) empty.hidden = rows.length > 0;
 }
 
 function advise(advice) {
@@ -303,7 +305,7 @@ function unpriced(totals, models) {
     return;
   }
   const named = models.filter((r) => r.unpriced > 0).map((r) => r.key || "(no model)");
-  el.textContent = `${int(totals.unpriced)} of ${int(totals.requests)} requests are not in the money figures: no price for ${named.join(", ")} in the price table.`;
+  el.textContent = `${int(totals.unpriced)} of ${int(totals.requests)} requests are not in the money figures: the price table lacks a price they need (${named.join(", ")}).`;
   el.hidden = false;
 }
 
