@@ -19,8 +19,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::Store;
-use super::store::on_pool;
-use super::usage::{SUMS, Span, rows_sql};
+use super::store::{on_pool, placeholder as p};
+use super::usage::{SUMS, Span, rows_sql, usage_row};
 use crate::explain::Reason;
 use crate::pricing::Rates;
 
@@ -138,32 +138,42 @@ const SILENT_AFTER: i64 = 10;
 /// A prompt this close under its model's minimum (as a fraction of it) is "just under".
 const JUST_UNDER: f64 = 0.75;
 
-/// `?` or `$n` for the n-th bound value.
-fn p(postgres: bool, n: usize) -> String {
-    if postgres {
-        format!("${n}")
-    } else {
-        "?".to_owned()
+/// The price table's minimum cacheable prompts, for counting prompts against them in SQL: one
+/// column per distinct minimum (numbers from the table, never request data), and each model's
+/// column.
+struct Minimums<'a> {
+    named: &'a [(String, u64)],
+    distinct: Vec<u64>,
+}
+
+impl<'a> Minimums<'a> {
+    fn new(named: &'a [(String, u64)]) -> Self {
+        let mut distinct: Vec<u64> = named.iter().map(|(_, min)| *min).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        Minimums { named, distinct }
     }
-}
 
-/// The priced model `model` is (itself, or the one it is a dated snapshot of, as
-/// `claude-sonnet-4-6-20260101` is of `claude-sonnet-4-6`) and its minimum cacheable prompt.
-fn minimum_of<'a>(model: &str, minimums: &'a [(String, u64)]) -> Option<(&'a str, u64)> {
-    minimums
-        .iter()
-        .filter(|(name, _)| model == name || crate::pricing::is_snapshot_of(model, name))
-        .max_by_key(|(name, _)| name.len())
-        .map(|(name, min)| (name.as_str(), *min))
-}
+    /// `column(i, min)` for each distinct minimum, joined.
+    fn columns(&self, column: impl Fn(usize, u64) -> String) -> String {
+        self.distinct
+            .iter()
+            .enumerate()
+            .map(|(i, min)| column(i, *min))
+            .collect()
+    }
 
-/// The price table's distinct minimums, smallest first: the SQL counts prompts against each
-/// (they are numbers from the table, never request data).
-fn distinct_minimums(minimums: &[(String, u64)]) -> Vec<u64> {
-    let mut thresholds: Vec<u64> = minimums.iter().map(|(_, min)| *min).collect();
-    thresholds.sort_unstable();
-    thresholds.dedup();
-    thresholds
+    /// The priced model `model` is (itself, or the one it is a dated snapshot of, as
+    /// `claude-sonnet-4-6-20260101` is of `claude-sonnet-4-6`), its minimum, and its column.
+    fn of(&self, model: &str) -> Option<(&'a str, u64, usize)> {
+        let (name, min) = self
+            .named
+            .iter()
+            .filter(|(name, _)| model == name || crate::pricing::is_snapshot_of(model, name))
+            .max_by_key(|(name, _)| name.len())?;
+        let column = self.distinct.iter().position(|t| t == min)?;
+        Some((name.as_str(), *min, column))
+    }
 }
 
 /// One record with cache activity, in time order, for following writes to their reads. Its
@@ -434,26 +444,22 @@ impl Store {
         );
         let [b1, b2, b3, b4, b5, b6] = Span::records(from, to).binds();
         let mut rows = fetch!(self, &sql, [b1, b2, b3, b4, b5, b6, limit], |r| {
-            let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();
-            let tokens = super::usage::Tokens {
-                input_uncached: int("iu"),
-                cache_read: int("cr"),
-                cache_write: int("cw"),
-                output: int("out"),
-            };
-            let input = tokens.input_uncached + tokens.cache_read + tokens.cache_write;
+            let totals = usage_row!(r);
+            let (reads, writes) = (
+                r.try_get::<i64, _>("reads").unwrap_or_default(),
+                r.try_get::<i64, _>("writes").unwrap_or_default(),
+            );
             PrefixRow {
-                prefix_key: r.try_get("k").unwrap_or_default(),
+                prefix_key: totals.key,
                 team: r.try_get("team").unwrap_or_default(),
                 model: r.try_get("model").unwrap_or_default(),
-                requests: int("requests"),
-                hit_rate: (input > 0).then(|| tokens.cache_read as f64 / input as f64),
-                tokens,
-                cost_nusd: int("cost"),
-                reads: int("reads"),
-                writes: int("writes"),
-                reads_per_write: (int("writes") > 0)
-                    .then(|| int("reads") as f64 / int("writes") as f64),
+                requests: totals.requests,
+                tokens: totals.tokens,
+                cost_nusd: totals.cost_nusd,
+                hit_rate: totals.hit_rate,
+                reads,
+                writes,
+                reads_per_write: (writes > 0).then(|| reads as f64 / writes as f64),
                 wasted_writes: 0,
             }
         });
@@ -546,21 +552,17 @@ impl Store {
         minimums: &[(String, u64)],
     ) -> Result<Vec<UnderMinimum>, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
-        let thresholds = distinct_minimums(minimums);
+        let minimums = Minimums::new(minimums);
         // Per distinct minimum, the prompts just under it and their tokens.
-        let columns: String = thresholds
-            .iter()
-            .enumerate()
-            .map(|(i, min)| {
-                let low = (*min as f64 * JUST_UNDER) as u64;
-                let under = format!("input_uncached >= {low} AND input_uncached < {min}");
-                format!(
-                    ", CAST(COALESCE(SUM(CASE WHEN {under} THEN 1 ELSE 0 END), 0) AS BIGINT) AS n{i}\
-                     , CAST(COALESCE(SUM(CASE WHEN {under} THEN input_uncached ELSE 0 END), 0) \
-                     AS BIGINT) AS t{i}"
-                )
-            })
-            .collect();
+        let columns = minimums.columns(|i, min| {
+            let low = (min as f64 * JUST_UNDER) as u64;
+            let under = format!("input_uncached >= {low} AND input_uncached < {min}");
+            format!(
+                ", CAST(COALESCE(SUM(CASE WHEN {under} THEN 1 ELSE 0 END), 0) AS BIGINT) AS n{i}\
+                 , CAST(COALESCE(SUM(CASE WHEN {under} THEN input_uncached ELSE 0 END), 0) \
+                 AS BIGINT) AS t{i}"
+            )
+        });
         let sql = format!(
             "SELECT COALESCE(model, '') AS model{columns} FROM ledger \
              WHERE at_ms >= {} AND at_ms < {} AND call = 'client' \
@@ -572,15 +574,9 @@ impl Store {
         let groups = fetch!(self, &sql, [from, to], |r| {
             let model: String = r.try_get("model").unwrap_or_default();
             let int = |c: String| r.try_get::<i64, _>(c.as_str()).unwrap_or_default();
-            minimum_of(&model, minimums).and_then(|(name, min)| {
-                let i = thresholds.iter().position(|t| *t == min)?;
-                Some((
-                    name.to_owned(),
-                    min,
-                    int(format!("n{i}")),
-                    int(format!("t{i}")),
-                ))
-            })
+            minimums
+                .of(&model)
+                .map(|(name, min, i)| (name, min, int(format!("n{i}")), int(format!("t{i}"))))
         });
         let mut out: Vec<UnderMinimum> = Vec::new();
         for (model, min, requests, tokens) in groups.into_iter().flatten() {
@@ -590,7 +586,7 @@ impl Store {
                     u.tokens += tokens;
                 }
                 None => out.push(UnderMinimum {
-                    model,
+                    model: model.to_owned(),
                     min_cacheable_tokens: i64::try_from(min).unwrap_or(i64::MAX),
                     requests,
                     tokens,
@@ -611,18 +607,13 @@ impl Store {
         minimums: &[(String, u64)],
     ) -> Result<Vec<SilentUpstream>, sqlx::Error> {
         let pg = matches!(self, Store::Postgres(_));
-        let thresholds = distinct_minimums(minimums);
-        // One count per distinct minimum (numbers from the price table, not request data).
-        let above: String = thresholds
-            .iter()
-            .enumerate()
-            .map(|(i, min)| {
-                format!(
-                    ", CAST(COALESCE(SUM(CASE WHEN input_uncached + cache_read + cache_write_5m \
-                     + cache_write_1h >= {min} THEN 1 ELSE 0 END), 0) AS BIGINT) AS above{i}"
-                )
-            })
-            .collect();
+        let minimums = Minimums::new(minimums);
+        let above = minimums.columns(|i, min| {
+            format!(
+                ", CAST(COALESCE(SUM(CASE WHEN input_uncached + cache_read + cache_write_5m \
+                 + cache_write_1h >= {min} THEN 1 ELSE 0 END), 0) AS BIGINT) AS above{i}"
+            )
+        });
         let sql = format!(
             "SELECT upstream, COALESCE(model, '') AS model, CAST(COUNT(*) AS BIGINT) AS n, \
              CAST(COALESCE(SUM(cache_read + cache_write_5m + cache_write_1h), 0) AS BIGINT) \
@@ -635,10 +626,8 @@ impl Store {
         let groups = fetch!(self, &sql, [from, to], |r| {
             let int = |c: &str| r.try_get::<i64, _>(c).unwrap_or_default();
             let model: String = r.try_get("model").unwrap_or_default();
-            let cacheable = match minimum_of(&model, minimums)
-                .and_then(|(_, min)| thresholds.iter().position(|t| *t == min))
-            {
-                Some(i) => int(&format!("above{i}")),
+            let cacheable = match minimums.of(&model) {
+                Some((_, _, i)) => int(&format!("above{i}")),
                 None => int("n"),
             };
             (

@@ -71,6 +71,15 @@ macro_rules! on_pool {
 }
 pub(super) use on_pool;
 
+/// The n-th bound value's placeholder: `$n` for PostgreSQL, `?` for SQLite.
+pub(super) fn placeholder(postgres: bool, n: usize) -> String {
+    if postgres {
+        format!("${n}")
+    } else {
+        "?".to_owned()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqlitePool),

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::Store;
-use super::store::on_pool;
+use super::store::{on_pool, placeholder};
 
 /// What rows are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl UsageRow {
     }
 }
 
-fn hit_rate(t: &Tokens) -> Option<f64> {
+pub(super) fn hit_rate(t: &Tokens) -> Option<f64> {
     let input = t.input_uncached + t.cache_read + t.cache_write;
     (input > 0).then(|| t.cache_read as f64 / input as f64)
 }
@@ -193,13 +193,7 @@ impl Span {
 /// The rows of a span (`Span::binds` fills its placeholders 1 to 6), as a table named `r` with
 /// the columns of `RECORD_ROW`.
 pub(super) fn rows_sql(postgres: bool) -> String {
-    let p = |n: usize| {
-        if postgres {
-            format!("${n}")
-        } else {
-            "?".to_owned()
-        }
-    };
+    let p = |n| placeholder(postgres, n);
     format!(
         "(SELECT {HOUR_ROW} FROM ledger_hourly WHERE hour_ms >= {} AND hour_ms < {} \
          UNION ALL SELECT {RECORD_ROW} FROM ledger WHERE at_ms >= {} AND at_ms < {} \
@@ -218,17 +212,17 @@ pub(super) fn rows_sql(postgres: bool) -> String {
 macro_rules! usage_row {
     ($r:expr) => {{
         let int = |column: &str| $r.try_get::<i64, _>(column).unwrap_or_default();
-        let tokens = Tokens {
+        let tokens = $crate::ledger::usage::Tokens {
             input_uncached: int("iu"),
             cache_read: int("cr"),
             cache_write: int("cw"),
             output: int("out"),
         };
         let (cost, uncached) = (int("cost"), int("unc"));
-        UsageRow {
+        $crate::ledger::usage::UsageRow {
             key: $r.try_get::<String, _>("k").unwrap_or_default(),
             requests: int("requests"),
-            hit_rate: hit_rate(&tokens),
+            hit_rate: $crate::ledger::usage::hit_rate(&tokens),
             tokens,
             cost_nusd: cost,
             cost_uncached_nusd: uncached,
@@ -237,6 +231,7 @@ macro_rules! usage_row {
         }
     }};
 }
+pub(super) use usage_row;
 
 impl Store {
     /// Totals per group of the records with `from ≤ at_ms < to`, the costliest first.
@@ -354,8 +349,8 @@ impl Store {
              CAST(COALESCE(SUM(CASE WHEN usage_complete THEN 0 ELSE 1 END), 0) AS BIGINT) \
                 AS incomplete \
              FROM ledger WHERE at_ms >= {p1} AND at_ms < {p2}",
-            p1 = if postgres { "$1" } else { "?" },
-            p2 = if postgres { "$2" } else { "?" },
+            p1 = placeholder(postgres, 1),
+            p2 = placeholder(postgres, 2),
         );
         Ok(on_pool!(self, pool => {
             let row = sqlx::query(&sql).bind(from).bind(to).fetch_one(pool).await?;
